@@ -1,0 +1,17 @@
+"""rlmemlib: the helper package of the course *Memory for RL agents*.
+
+>>> import rlmemlib as rm
+>>> import gymnasium as gym
+>>> spec = rm.TransitionSpec.from_env(gym.make("CartPole-v1"))
+>>> spec.nbytes, rm.CircularPool(1000, spec, share_next_obs=True).capacity
+(39, 1000)
+"""
+
+from . import measure
+from .memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
+from .rollout import RolloutStats, rollout
+from .spec import Batch, Transition, TransitionSpec
+
+__all__ = ["TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
+           "ObjectPool", "measure", "rollout", "RolloutStats"]
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""One style for every figure of the course, and the few plots the lessons need.
+
+Every function draws on a matplotlib ``Axes`` (made for you when not given) and returns it;
+the notebook cell ends with ``plt.show()``. Byte axes are labelled in binary units.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+from .measure import fmt_bytes
+
+__all__ = ["use_style", "new_axes", "bytes_axis", "memory_curves", "bytes_bars", "stacked_bytes",
+           "PALETTE"]
+
+# Colour-blind safe (Okabe and Ito), in the order the course introduces the memories.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+STYLE = {
+    "figure.figsize": (7.0, 3.6),
+    "figure.dpi": 90,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.titleweight": "bold",
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "svg.hashsalt": "rlmemlib",
+}
+
+
+def use_style() -> None:
+    """Apply the course's figure style to every later figure."""
+    mpl.rcParams.update(STYLE)
+
+
+def new_axes(title: str = "", ax=None):
+    if ax is None:
+        use_style()
+        _, ax = plt.subplots()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def bytes_axis(axis) -> None:
+    """Label an axis's ticks as byte counts (``12.0 MiB``)."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_bytes(v)))
+
+
+def memory_curves(curves: Sequence, title: str = "Memory against steps", ax=None, rss: bool = False,
+                  xlabel: str = "steps (transitions added)"):
+    """Plot ``MemoryCurve`` objects: bytes (traced, or RSS with ``rss=True``) against steps."""
+    ax = new_axes(title, ax)
+    for curve in curves:
+        ys = curve.rss if rss else curve.traced
+        ax.plot(curve.steps, ys, label=curve.label, lw=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("resident memory (RSS)" if rss else "memory (tracemalloc)")
+    bytes_axis(ax.yaxis)
+    if any(c.label for c in curves):
+        ax.legend()
+    return ax
+
+
+def bytes_bars(values: Mapping[str, float], title: str = "Bytes per transition", ax=None,
+               reference: tuple[str, float] | None = None, annotate: bool = True):
+    """Horizontal bars of byte counts, with an optional reference line (e.g. the raw bound)."""
+    ax = new_axes(title, ax)
+    labels = list(values)
+    ax.barh(labels, [values[k] for k in labels], color=PALETTE[: len(labels)])
+    ax.invert_yaxis()
+    if annotate:
+        for i, k in enumerate(labels):
+            ax.text(values[k], i, " " + fmt_bytes(values[k]), va="center", fontsize=9)
+    if reference is not None:
+        ax.axvline(reference[1], color="black", ls="--", lw=1)
+        ax.text(reference[1], len(labels) - 0.5, f" {reference[0]}", fontsize=9, va="bottom")
+    bytes_axis(ax.xaxis)
+    ax.set_xlabel("bytes")
+    ax.grid(axis="y", visible=False)
+    return ax
+
+
+def stacked_bytes(parts: Mapping[str, Mapping[str, float]], title: str = "Where the bytes go",
+                  ax=None):
+    """One stacked bar per layout: ``{layout: {part: bytes}}``."""
+    ax = new_axes(title, ax)
+    layouts = list(parts)
+    names: list[str] = []
+    for layout in layouts:
+        names += [p for p in parts[layout] if p not in names]
+    left = [0.0] * len(layouts)
+    for k, name in enumerate(names):
+        widths = [parts[layout].get(name, 0) for layout in layouts]
+        ax.barh(layouts, widths, left=left, label=name, color=PALETTE[k % len(PALETTE)])
+        left = [a + b for a, b in zip(left, widths)]
+    for i, total in enumerate(left):
+        ax.text(total, i, " " + fmt_bytes(total), va="center", fontsize=9)
+    ax.invert_yaxis()
+    bytes_axis(ax.xaxis)
+    ax.set_xlabel("bytes per transition")
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="lower right")
+    return ax

@@ -1,0 +1,339 @@
+"""What one transition is made of, and how raw values are checked and cast.
+
+Design choices and their memory trade-off:
+
+* A :class:`TransitionSpec` names the shape and dtype of every field of a transition.
+  It is built from gymnasium spaces and picks the *narrowest* dtype that holds every value
+  of the space exactly: a ``Discrete(2)`` action takes one byte (``uint8``), not the eight
+  of ``int64``. ``spec.nbytes`` is the raw size of one transition: the bound any memory is
+  measured against.
+* Rewards are ``float32`` by default (as in Stable-Baselines3): half the bytes of ``float64``,
+  and CartPole's reward of 1.0 is exact in it.
+* The cast rule is strict where a cast could lie: a value is *refused* when casting it to an
+  integer dtype would change it (an action of 1.5, or 10**6 into one byte), when a finite float
+  would overflow to infinity, or when it is not a number at all (text, ``None``). Floats may be
+  rounded to the nearest value of the stored float dtype: that is precision, not a different
+  value, and every memory rounds the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["TransitionSpec", "Transition", "Batch", "narrowest_int_dtype"]
+
+FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+
+_UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
+_SIGNED = (np.int8, np.int16, np.int32, np.int64)
+
+
+def narrowest_int_dtype(low: int, high: int) -> np.dtype:
+    """The smallest integer dtype that holds every integer in ``[low, high]``.
+
+    >>> narrowest_int_dtype(0, 1)
+    dtype('uint8')
+    >>> narrowest_int_dtype(-1, 300)
+    dtype('int16')
+    """
+    low, high = int(low), int(high)
+    if low > high:
+        raise ValueError(f"empty range: low {low} is above high {high}")
+    for dtype in _UNSIGNED if low >= 0 else _SIGNED:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    raise ValueError(f"no integer dtype holds the range [{low}, {high}]")
+
+
+class Transition(NamedTuple):
+    """One step of experience, as stored and as returned by ``mem[i]``."""
+
+    obs: Any
+    action: Any
+    reward: Any
+    next_obs: Any
+    terminated: Any
+    truncated: Any
+
+
+@dataclass(eq=False)
+class Batch:
+    """A batch of transitions: one array per field, the batch along axis 0.
+
+    Make one with :meth:`TransitionSpec.empty_batch` and pass it as ``out=`` to ``sample``
+    to reuse its arrays: the next ``sample(..., out=batch)`` overwrites them.
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+    def __iter__(self):
+        return iter((self.obs, self.action, self.reward, self.next_obs, self.terminated, self.truncated))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the six arrays' buffers."""
+        return sum(a.nbytes for a in self)
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """Shapes and dtypes of one transition's fields.
+
+    >>> import gymnasium as gym
+    >>> spec = TransitionSpec.from_spaces(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
+    >>> spec.action_dtype, spec.nbytes
+    (dtype('uint8'), 39)
+    """
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    action_shape: tuple[int, ...] = ()
+    action_dtype: np.dtype = np.dtype(np.int64)
+    reward_dtype: np.dtype = np.dtype(np.float32)
+    action_low: int | None = None  # inclusive bounds of an integer action space, if known
+    action_high: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "obs_shape", tuple(int(n) for n in self.obs_shape))
+        object.__setattr__(self, "action_shape", tuple(int(n) for n in self.action_shape))
+        for name in ("obs_dtype", "action_dtype", "reward_dtype"):
+            dtype = np.dtype(getattr(self, name))
+            if dtype.kind not in "biuf":
+                raise TypeError(f"{name} must be a numeric dtype, got {dtype}")
+            object.__setattr__(self, name, dtype)
+        if self.reward_dtype.kind != "f":
+            raise TypeError(f"reward_dtype must be a float dtype, got {self.reward_dtype}")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_env(cls, env, reward_dtype=np.float32) -> "TransitionSpec":
+        """The spec of an environment's transitions (its observation and action spaces)."""
+        return cls.from_spaces(env.observation_space, env.action_space, reward_dtype=reward_dtype)
+
+    @classmethod
+    def from_spaces(cls, observation_space, action_space, reward_dtype=np.float32) -> "TransitionSpec":
+        """The spec for these gymnasium spaces, with the narrowest exact dtypes."""
+        obs_shape, obs_dtype, _, _ = _space_layout(observation_space, "observation_space")
+        act_shape, act_dtype, low, high = _space_layout(action_space, "action_space")
+        return cls(obs_shape, obs_dtype, act_shape, act_dtype, np.dtype(reward_dtype), low, high)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def obs_nbytes(self) -> int:
+        return int(np.prod(self.obs_shape, dtype=np.int64)) * self.obs_dtype.itemsize
+
+    @property
+    def action_nbytes(self) -> int:
+        return int(np.prod(self.action_shape, dtype=np.int64)) * self.action_dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Raw bytes of one transition: two observations, action, reward and two one-byte flags."""
+        return 2 * self.obs_nbytes + self.action_nbytes + self.reward_dtype.itemsize + 2
+
+    @property
+    def record_dtype(self) -> np.dtype:
+        """A packed structured dtype holding one whole transition (``itemsize == nbytes``)."""
+        return np.dtype([
+            ("obs", self.obs_dtype, self.obs_shape),
+            ("action", self.action_dtype, self.action_shape),
+            ("reward", self.reward_dtype),
+            ("next_obs", self.obs_dtype, self.obs_shape),
+            ("terminated", np.bool_),
+            ("truncated", np.bool_),
+        ])
+
+    def empty_batch(self, batch_size: int) -> Batch:
+        """A batch of ``batch_size`` rows, to be filled by ``sample(..., out=batch)``."""
+        n = check_batch_size(batch_size)
+        return Batch(
+            obs=np.zeros((n, *self.obs_shape), self.obs_dtype),
+            action=np.zeros((n, *self.action_shape), self.action_dtype),
+            reward=np.zeros(n, self.reward_dtype),
+            next_obs=np.zeros((n, *self.obs_shape), self.obs_dtype),
+            terminated=np.zeros(n, np.bool_),
+            truncated=np.zeros(n, np.bool_),
+        )
+
+    # ------------------------------------------------------------------ checking values
+    def cast_obs(self, value, field: str = "obs") -> np.ndarray:
+        """``value`` as an array of the observation's shape and dtype, or a clear error."""
+        return cast_array(value, self.obs_shape, self.obs_dtype, field)
+
+    def cast_action(self, value):
+        """``value`` cast to the action dtype; refuses values outside the action space."""
+        if self.action_shape == ():
+            return cast_int_scalar(value, self.action_dtype, "action", self.action_low, self.action_high) \
+                if self.action_dtype.kind in "iub" else cast_float_scalar(value, self.action_dtype, "action")
+        arr = cast_array(value, self.action_shape, self.action_dtype, "action")
+        if self.action_low is not None and arr.size:
+            lo, hi = arr.min(), arr.max()
+            if lo < self.action_low or hi > self.action_high:
+                raise ValueError(f"action has values in [{lo}, {hi}], expected values in "
+                                 f"[{self.action_low}, {self.action_high}] from the action space")
+        return arr
+
+    def cast_reward(self, value):
+        return cast_float_scalar(value, self.reward_dtype, "reward")
+
+
+# ---------------------------------------------------------------------- spaces
+def _space_layout(space, name):
+    """(shape, dtype, low, high) for a supported gymnasium space."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        low = int(space.start)
+        high = low + int(space.n) - 1
+        return (), narrowest_int_dtype(low, high), low, high
+    if isinstance(space, spaces.MultiBinary):
+        return tuple(np.atleast_1d(space.n)), np.dtype(np.uint8), 0, 1
+    if isinstance(space, spaces.MultiDiscrete):
+        low = int(np.min(space.start)) if hasattr(space, "start") else 0
+        high = int(np.max(np.asarray(space.nvec) + (space.start if hasattr(space, "start") else 0))) - 1
+        return tuple(space.shape), narrowest_int_dtype(low, high), low, high
+    if isinstance(space, spaces.Box):
+        dtype = np.dtype(space.dtype)
+        if dtype.kind in "iu" and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
+            low, high = int(np.min(space.low)), int(np.max(space.high))
+            return tuple(space.shape), narrowest_int_dtype(low, high), None, None
+        return tuple(space.shape), dtype, None, None
+    raise TypeError(f"{name} is a {type(space).__name__}; expected Box, Discrete, MultiBinary or "
+                    "MultiDiscrete (flatten other spaces first)")
+
+
+# ---------------------------------------------------------------------- casting rules
+def _describe(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size must be a positive int, got {_describe(batch_size)} "
+                        f"({type(batch_size).__name__})")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+    return int(batch_size)
+
+
+def cast_flag(value, field: str) -> bool:
+    """A terminated/truncated flag: a bool, or an int that is 0 or 1."""
+    if value is True or value is False:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "biu" and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{field} must be a bool, got {_describe(value)} ({type(value).__name__})")
+
+
+def cast_int_scalar(value, dtype: np.dtype, field: str, low=None, high=None):
+    """An integer that fits ``dtype`` (and ``[low, high]``) exactly; refuses 1.5, 10**6 into uint8."""
+    if isinstance(value, (bool, np.bool_)) and dtype.kind != "b":
+        value = int(value)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, numbers.Integral):
+        ivalue = int(value)
+    elif isinstance(value, numbers.Real):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{field} must be a whole number for dtype {dtype}, got {_describe(value)}")
+        ivalue = int(value)
+    else:
+        raise TypeError(f"{field} must be an int for dtype {dtype}, got {_describe(value)} "
+                        f"({type(value).__name__})")
+    if low is not None and not (low <= ivalue <= high):
+        raise ValueError(f"{field} is {ivalue}, expected an int in [{low}, {high}] from the action space")
+    info = np.iinfo(dtype)
+    if not (info.min <= ivalue <= info.max):
+        raise ValueError(f"{field} is {ivalue}, which does not fit dtype {dtype} "
+                         f"[{info.min}, {info.max}]")
+    return dtype.type(ivalue)
+
+
+def cast_float_scalar(value, dtype: np.dtype, field: str):
+    """A real number as ``dtype``; refuses text, complex numbers and overflow to infinity."""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "biuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{field} must be a real number, got {_describe(value)} ({type(value).__name__})")
+    with np.errstate(over="ignore"):
+        cast = dtype.type(value)
+    if math.isinf(cast) and math.isfinite(value):
+        raise ValueError(f"{field} is {value}, which overflows dtype {dtype}")
+    return cast
+
+
+def cast_array(value, shape: tuple, dtype: np.dtype, field: str) -> np.ndarray:
+    """``value`` as an array of exactly ``shape`` and ``dtype``, or a clear error.
+
+    The common case, an array of the right shape and dtype, is returned as it is (no copy).
+
+    >>> cast_array([1, 2], (2,), np.dtype(np.uint8), "obs")
+    array([1, 2], dtype=uint8)
+    >>> cast_array([1, 300], (2,), np.dtype(np.uint8), "obs")
+    Traceback (most recent call last):
+    ...
+    ValueError: obs has values up to 300, which do not fit dtype uint8 [0, 255]
+    """
+    if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
+        return value
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{field} must be numeric, got text {_describe(value)}")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and odd objects
+        raise TypeError(f"{field} could not be read as an array of shape {shape}: {exc}") from None
+    if arr.shape != shape:
+        raise ValueError(f"{field} has shape {arr.shape}, expected {shape} from the observation space"
+                         if field in ("obs", "next_obs") else
+                         f"{field} has shape {arr.shape}, expected {shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{field} must be numeric, got dtype {arr.dtype} ({_describe(value)})")
+    if arr.dtype == dtype:
+        return arr
+    if dtype.kind in "iu":
+        return _cast_to_int_array(arr, dtype, field)
+    if dtype.kind == "b":
+        if arr.size and not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{field} must hold only 0 and 1 for dtype bool")
+        return arr.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = arr.astype(dtype)
+    if arr.dtype.kind == "f" and np.any(np.isinf(cast) & np.isfinite(arr)):
+        raise ValueError(f"{field} has values that overflow dtype {dtype}")
+    return cast
+
+
+def _cast_to_int_array(arr: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    if arr.size == 0:
+        return arr.astype(dtype)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{field} must hold whole numbers for dtype {dtype}, got {_describe(arr)}")
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        worst = hi if hi > info.max else lo
+        raise ValueError(f"{field} has values up to {worst:g}, which do not fit dtype {dtype} "
+                         f"[{info.min}, {info.max}]" if hi > info.max else
+                         f"{field} has values down to {worst:g}, which do not fit dtype {dtype} "
+                         f"[{info.min}, {info.max}]")
+    return arr.astype(dtype)
