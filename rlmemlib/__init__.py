@@ -15,3 +15,12 @@ from .spec import Batch, Transition, TransitionSpec
 __all__ = ["TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
            "ObjectPool", "measure", "rollout", "RolloutStats"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Submodules that import matplotlib load on first use, so `import rlmemlib` stays light.
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,7 +53,9 @@ class Traced:
     blocks: int = 0    # memory blocks allocated in the block and still alive at its end (net)
 
     def __str__(self) -> str:
-        return f"current {fmt_bytes(self.current)}, peak {fmt_bytes(self.peak)}, {self.blocks} blocks"
+        # Rounded on purpose: inside a Jupyter kernel, the kernel's own threads allocate a few
+        # blocks now and then, and tracemalloc sees the whole process.
+        return f"current {fmt_bytes(self.current)}, peak {fmt_bytes(self.peak)}"
 
 
 class traced:

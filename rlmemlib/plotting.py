@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .measure import fmt_bytes
 
-__all__ = ["use_style", "new_axes", "bytes_axis", "memory_curves", "bytes_bars", "stacked_bytes",
+__all__ = ["use_style", "new_axes", "bytes_axis", "memory_curves", "bytes_bars", "stacked_bytes", "lenses",
            "PALETTE"]
 
 # Colour-blind safe (Okabe and Ito), in the order the course introduces the memories.
@@ -110,4 +110,26 @@ def stacked_bytes(parts: Mapping[str, Mapping[str, float]], title: str = "Where 
     ax.set_xlabel("bytes per transition")
     ax.grid(axis="y", visible=False)
     ax.legend(loc="lower right")
+    return ax
+
+
+def lenses(curve, title: str = "Two lenses on the same run", ax=None, events: Mapping[str, int] | None = None,
+           xlabel: str = "step"):
+    """Traced bytes and RSS growth of one ``MemoryCurve`` (recorded ``with_rss=True``) together.
+
+    ``events`` marks steps with a labelled vertical line, e.g. ``{"del": 120}``.
+    """
+    ax = new_axes(title, ax)
+    rss0 = curve.rss[0] if curve.rss else 0
+    ax.plot(curve.steps, curve.traced, label="tracemalloc (exact, Python + numpy)", lw=2)
+    if curve.rss:
+        ax.plot(curve.steps, [r - rss0 for r in curve.rss], label="RSS growth (operating system)",
+                lw=2, ls="--")
+    for name, step in (events or {}).items():
+        ax.axvline(step, color="grey", lw=1, ls=":")
+        ax.text(step, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=9, va="top")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("bytes")
+    bytes_axis(ax.yaxis)
+    ax.legend()
     return ax

@@ -1,0 +1,29 @@
+"""Notebook helpers shared by the regenerator and the tests: one definition of "up to date"."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+HASH_KEY = "rlmemlib"  # notebook metadata key where the regenerator records what it executed
+
+# What each folder's kernels see: the check mode of rlmemlib.checks.
+CHECK_MODE = {"notebooks": "", "solutions": "solution", "exercises": "stub"}
+
+
+def code_hash(nb) -> str:
+    """A hash of what decides a notebook's outputs: its code cells' sources and tags."""
+    parts = [(c["source"], sorted(c.get("metadata", {}).get("tags", [])))
+             for c in nb["cells"] if c["cell_type"] == "code"]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def normalize_metadata(nb) -> None:
+    """Drop what changes from machine to machine (timings, Python patch version)."""
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+        cell.get("metadata", {}).pop("collapsed", None)
+    nb["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                    "name": "python3"}
+    nb["metadata"]["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    nb["metadata"].pop("widgets", None)
