@@ -13,9 +13,15 @@ CHECK_MODE = {"notebooks": "", "solutions": "solution", "exercises": "stub"}
 
 def code_hash(nb) -> str:
     """A hash of what decides a notebook's outputs: its code cells' sources and tags."""
-    parts = [(c["source"], sorted(c.get("metadata", {}).get("tags", [])))
+    parts = [(_source(c), sorted(c.get("metadata", {}).get("tags", [])))
              for c in nb["cells"] if c["cell_type"] == "code"]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _source(cell) -> str:
+    """A cell's source as one string (files store it as a list of lines)."""
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
 
 
 def normalize_metadata(nb) -> None:
