@@ -53,12 +53,12 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks to run (default: all)")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="notebooks run at once")
     args = parser.parse_args(argv)
-    generate = ROOT / "tools" / "make_exercises.py"
-    if not args.paths and generate.exists():
-        import runpy
-        runpy.run_path(str(generate), run_name="__main__")
     paths = [p.resolve() for p in args.paths] or sorted(
         [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
+    solutions = [p for p in paths if p.parent.name == "solutions"]
+    if solutions:  # exercises are made from solutions first (no kernel needed)
+        from make_exercises import generate
+        generate(paths=solutions)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for name, seconds in pool.map(execute, paths):
             print(f"{name}: {seconds:.1f} s", flush=True)

@@ -1,0 +1,130 @@
+"""Checks for the exercises: invariants whose messages teach.
+
+An exercise gives a starter with ``...`` gaps; its check cell calls one check of the lesson's
+module (``from rlmemlib.checks import ex02 as check``). What a check does depends on the mode,
+read from the environment variable ``RLMEMLIB_CHECK_MODE``:
+
+* learner (default): an unfinished answer (one that still contains ``...``) prints
+  "not yet" and the notebook runs on; a wrong answer raises :class:`CheckFailed` with what was
+  expected, what came, and the likely mistake; a right one prints "ok".
+* ``solution``: used on solutions/: an unfinished answer is an error.
+* ``stub``: used on exercises/: a finished answer is an error, because a solution leaked into
+  the exercises handed out.
+
+>>> import os
+>>> def area(w, h):
+...     return ...
+>>> is_unfinished(area)
+True
+>>> def area(w, h):
+...     return w * h
+>>> is_unfinished(area)
+False
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import textwrap
+from typing import Callable
+
+__all__ = ["CheckFailed", "ExerciseError", "mode", "is_unfinished", "run_check", "working", "expect"]
+
+MODES = ("learner", "solution", "stub")
+
+
+class CheckFailed(AssertionError):
+    """A learner's answer broke an invariant; the message says what and why."""
+
+
+class ExerciseError(RuntimeError):
+    """The notebook itself is wrong for its folder (unfinished solution, leaked solution)."""
+
+
+def mode() -> str:
+    """The check mode: ``learner`` unless ``RLMEMLIB_CHECK_MODE`` says ``solution`` or ``stub``."""
+    value = os.environ.get("RLMEMLIB_CHECK_MODE", "").strip().lower() or "learner"
+    if value not in MODES:
+        raise ExerciseError(f"RLMEMLIB_CHECK_MODE is {value!r}; expected one of {MODES}")
+    return value
+
+
+def _source(obj) -> str | None:
+    try:
+        return textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        return None
+
+
+def is_unfinished(obj) -> bool:
+    """Whether a function, or any method of a class, still holds a ``...`` gap.
+
+    ``...`` inside an index (``arr[..., 0]``) and in docstrings does not count.
+    """
+    if inspect.isclass(obj):
+        methods = [v for v in vars(obj).values()
+                   if inspect.isfunction(getattr(v, "__func__", v))]
+        return any(is_unfinished(getattr(m, "__func__", m)) for m in methods)
+    src = _source(obj)
+    if src is None:
+        return obj is Ellipsis
+    tree = ast.parse(src)
+    in_index = {id(n) for sub in ast.walk(tree) if isinstance(sub, ast.Subscript)
+                for n in ast.walk(sub.slice)}
+    return any(isinstance(n, ast.Constant) and n.value is Ellipsis and id(n) not in in_index
+               for n in ast.walk(tree))
+
+
+def _name(obj) -> str:
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def run_check(title: str, answer, verify: Callable[[object], None]) -> None:
+    """Check ``answer`` with ``verify`` according to the mode, and print the outcome.
+
+    ``verify(answer)`` raises :class:`CheckFailed` with a teaching message when it is wrong.
+    """
+    current = mode()
+    if is_unfinished(answer):
+        if current == "solution":
+            raise ExerciseError(f"{title}: the solution still has a `...` gap in {_name(answer)}")
+        print(f"{title}: not yet. Fill in the `...` in {_name(answer)}, then run this cell again.")
+        return
+    if current == "stub":
+        raise ExerciseError(f"{title}: {_name(answer)} has no `...` gap left: a finished answer "
+                            "leaked into the exercises handed out. Regenerate them from solutions/.")
+    verify(answer)
+    print(f"{title}: ok")
+
+
+def working(answer, fallback, verify: Callable[[object], None], what: str = ""):
+    """The learner's ``answer`` if it passes ``verify``, else ``fallback``, saying which is used.
+
+    Later cells that need a working implementation call this, so a learner who has not finished
+    an exercise can still run the rest of the notebook.
+    """
+    label = what or _name(answer)
+    if not is_unfinished(answer):
+        try:
+            verify(answer)
+        except CheckFailed:
+            pass
+        else:
+            print(f"Using your {label}.")
+            return answer
+    print(f"Using rlmemlib's {_name(fallback)} in place of your {label} until it passes its check.")
+    return fallback
+
+
+def expect(condition: bool, expected: str, got: str, hint: str) -> None:
+    """Raise :class:`CheckFailed` with the three parts of a teaching message unless ``condition``.
+
+    >>> expect(False, "len(memory) == 10", "11", "did add() overwrite the oldest slot once full?")
+    Traceback (most recent call last):
+    ...
+    rlmemlib.checks.CheckFailed: expected len(memory) == 10, got 11: did add() overwrite the oldest slot once full?
+    """
+    if not condition:
+        raise CheckFailed(f"expected {expected}, got {got}: {hint}")
