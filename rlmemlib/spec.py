@@ -274,8 +274,11 @@ def cast_float_scalar(value, dtype: np.dtype, field: str):
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{field} must be a real number, got {_describe(value)} ({type(value).__name__})")
-    with np.errstate(over="ignore"):
-        cast = dtype.type(value)
+    try:
+        with np.errstate(over="ignore"):
+            cast = dtype.type(value)
+    except OverflowError:  # a Python int beyond every float: 10**400
+        raise ValueError(f"{field} is {_describe(value)}, which overflows dtype {dtype}") from None
     if math.isinf(cast) and math.isfinite(value):
         raise ValueError(f"{field} is {value}, which overflows dtype {dtype}")
     return cast
