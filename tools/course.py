@@ -4,6 +4,7 @@
     python3 tools/course.py lab     # set everything up, open the course in JupyterLab
     python3 tools/course.py test    # set everything up, run every test
     python3 tools/course.py regen   # re-execute notebooks, regenerate exercises (maintainers)
+    python3 tools/course.py flaky   # strict nbval 3 times over, report cells that change
 
 Set-up makes a virtual environment in ``.venv`` beside this folder and installs the course
 into it (``pip install -e ".[test]"``); it installs again only when ``pyproject.toml``
@@ -79,7 +80,7 @@ def course_env() -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("lab", "test", "regen", "setup"):
+    if not argv or argv[0] not in ("lab", "test", "regen", "flaky", "setup"):
         print(__doc__)
         return 2
     what, extra = argv[0], argv[1:]
@@ -90,8 +91,8 @@ def main(argv: list[str]) -> int:
     if what == "lab":
         _say("starting JupyterLab on 127.0.0.1; open the link with the token that it prints")
         return subprocess.call(lab_command(python, extra), env=course_env())
-    if what == "regen":
-        return subprocess.call([str(python), str(ROOT / "tools" / "regen.py"), *extra], env=course_env())
+    if what in ("regen", "flaky"):
+        return subprocess.call([str(python), str(ROOT / "tools" / f"{what}.py"), *extra], env=course_env())
     code = subprocess.call(test_command(python, extra), env=course_env())
     return code
 
