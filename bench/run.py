@@ -1,0 +1,839 @@
+"""Replay memories side by side: bytes per transition, add time and sample time, in one run.
+
+    python bench/run.py            # the full run: writes bench/results/ and the table in bench/README.md
+    python bench/run.py --quick    # a small run that checks everything works (bench/results/quick/)
+    python bench/run.py --out DIR  # write the results somewhere else
+
+What is measured, for every memory, on real CartPole-v1 transitions (a seeded random policy,
+cycled): bytes per transition once the memory is full (tracemalloc), one ``add`` in µs, a batched
+add of 256 transitions where the library has one (µs per transition), ``sample(256)`` in µs, and
+``sample(256, out=batch)`` where a reused batch is possible. Then bytes per transition for
+Atari-sized transitions (4x84x84 uint8 observations).
+
+How it is timed: every memory is first filled to capacity (so adds overwrite the oldest, the
+steady state of training). Each repetition times every (memory, operation) pair once, in a
+rotating round-robin order, so a change of machine load hits all memories alike. A timing is a
+loop of many calls measured with ``time.perf_counter_ns`` (garbage collection paused, as
+``timeit`` does). The table gives the median over repetitions; a ratio against the bare numpy
+ring is the median of the per-repetition ratios, both measured in the same repetition.
+Nothing here asserts a timing.
+
+The peers (cpprb, Stable-Baselines3) are optional: when one cannot be imported, its rows say
+"skipped" and the run goes on. Install them as bench/README.md says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a clone without installing rlmemlib
+
+import rlmemlib as rm  # noqa: E402
+from rlmemlib.measure import traced  # noqa: E402
+from rlmemlib.rollout import cartpole_transitions  # noqa: E402
+
+BATCH = 256          # sample size, and chunk size of a batched add
+MODES = {
+    # capacity: CartPole memories; atari_capacity: Atari-sized memories (bytes only)
+    # source: distinct real transitions, cycled; reps: round-robin repetitions
+    # n_add: adds per timing; n_chunks: batched adds (of BATCH) per timing; n_sample: samples per timing
+    "full": dict(capacity=100_000, atari_capacity=2_000, source=10_000, reps=15,
+                 n_add=2_000, n_chunks=8, n_sample=100),
+    "quick": dict(capacity=1_000, atari_capacity=40, source=600, reps=2,
+                  n_add=200, n_chunks=1, n_sample=5),
+}
+ATARI_OBS = (4, 84, 84)
+ATARI_ACTIONS = 6
+
+
+# ====================================================================== the limit: a bare ring
+class BareRing:
+    """The limit: six preallocated arrays, six stores and a cursor per add, fancy indexing to sample.
+
+    No checks at all, no logical order, no episode handling: what a hand-written buffer costs.
+    """
+
+    def __init__(self, capacity: int, spec: rm.TransitionSpec):
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, *spec.obs_shape), spec.obs_dtype)
+        self.action = np.zeros((capacity, *spec.action_shape), spec.action_dtype)
+        self.reward = np.zeros(capacity, spec.reward_dtype)
+        self.next_obs = np.zeros((capacity, *spec.obs_shape), spec.obs_dtype)
+        self.terminated = np.zeros(capacity, np.bool_)
+        self.truncated = np.zeros(capacity, np.bool_)
+        self.pos = 0
+        self.size = 0
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated):
+        i = self.pos
+        self.obs[i] = obs
+        self.action[i] = action
+        self.reward[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = terminated
+        self.truncated[i] = truncated
+        self.pos = i + 1 if i + 1 < self.capacity else 0
+        if self.size < self.capacity:
+            self.size += 1
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated):
+        """Store len(reward) transitions with slice assignments (two when they wrap)."""
+        n = len(reward)
+        start, cap = self.pos, self.capacity
+        first = min(n, cap - start)
+        for dest, src in ((self.obs, obs), (self.action, action), (self.reward, reward),
+                          (self.next_obs, next_obs), (self.terminated, terminated),
+                          (self.truncated, truncated)):
+            dest[start:start + first] = src[:first]
+            if first < n:
+                dest[:n - first] = src[first:]
+        self.pos = (start + n) % cap
+        self.size = min(self.size + n, cap)
+
+    def sample(self, batch_size, rng):
+        idx = rng.integers(0, self.size, size=batch_size)
+        return (self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx],
+                self.terminated[idx], self.truncated[idx])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.obs, self.action, self.reward, self.next_obs,
+                                      self.terminated, self.truncated))
+
+
+# ====================================================================== the contenders
+@dataclass
+class Setting:
+    """What one kind of transition needs: the spec and the gymnasium spaces."""
+
+    name: str
+    spec: rm.TransitionSpec
+    observation_space: Any
+    action_space: Any
+
+
+@dataclass
+class Contender:
+    """One memory, seen through its own API (each gets its input in the form that API takes)."""
+
+    name: str
+    group: str                               # "rlmemlib", "baseline" or "peer"
+    make: Callable[[int, Setting], Any]
+    prep: Callable[[tuple], Any]             # rollout tuple -> the item add_loop takes
+    add_loop: Callable[[Any, list], None]    # add every item, one call per transition
+    sample: Callable[[Any, int, Any], Any]   # (memory, batch size, numpy rng)
+    sample_out: Callable | None = None       # (memory, batch size, rng, out)
+    make_out: Callable | None = None         # (memory, batch size) -> out
+    batch_make: Callable | None = None       # (capacity, setting) -> memory for batched adds, or
+    batch_prep: Callable | None = None       #   None to use the same memory; chunk of tuples -> item
+    batch_add: Callable | None = None        # (memory, item)
+    nbytes: Callable | None = None           # memory -> bytes of its arrays
+    notes: list = field(default_factory=list)
+    skipped: str | None = None               # why it is not measured
+
+
+def _stack(chunk):
+    """A chunk of rollout tuples as six arrays (obs, action, reward, next_obs, terminated, truncated)."""
+    o, a, r, n, te, tr = zip(*chunk)
+    return (np.stack(o), np.array(a, np.uint8), np.array(r, np.float32), np.stack(n),
+            np.array(te, np.bool_), np.array(tr, np.bool_))
+
+
+def _loop_rlmemlib(mem, items):
+    add = mem.add
+    for o, a, r, n, te, tr in items:
+        add(o, a, r, n, te, tr)
+
+
+def _loop_deque(mem, items):
+    append = mem.append
+    for o, a, r, n, te, tr in items:
+        append((o, a, r, n, te, tr))
+
+
+def _sample_deque(mem, batch_size, _rng):
+    """The tutorial pattern: random.sample, zip(*batch), one array per field."""
+    batch = random.sample(mem, batch_size)
+    o, a, r, n, te, tr = zip(*batch)
+    return (np.stack(o), np.array(a), np.array(r, np.float32), np.stack(n), np.array(te),
+            np.array(tr))
+
+
+def rlmemlib_contenders() -> list[Contender]:
+    same = dict(prep=lambda t: t, add_loop=_loop_rlmemlib)
+    pool_sample = dict(sample=lambda m, n, rng: m.sample(n, rng),
+                       sample_out=lambda m, n, rng, out: m.sample(n, rng, out=out),
+                       make_out=lambda m, n: m.spec.empty_batch(n))
+    no_batch = "no batch add: a chunk of 256 costs 256 single adds"
+    return [
+        Contender("ListMemory", "rlmemlib", lambda c, s: rm.ListMemory(c, s.spec), **same,
+                  sample=lambda m, n, rng: m.sample(n, rng), notes=[no_batch]),
+        Contender("deque + random.sample", "baseline",
+                  lambda c, s: collections.deque(maxlen=c), prep=lambda t: t,
+                  add_loop=_loop_deque, sample=_sample_deque,
+                  batch_prep=list, batch_add=lambda m, chunk: m.extend(chunk),
+                  notes=["batched add is deque.extend; random.sample draws without replacement"]),
+        Contender("CircularPool", "rlmemlib", lambda c, s: rm.CircularPool(c, s.spec), **same,
+                  **pool_sample, nbytes=lambda m: m.nbytes, notes=[no_batch]),
+        Contender("CircularPool (share_next_obs)", "rlmemlib",
+                  lambda c, s: rm.CircularPool(c, s.spec, share_next_obs=True), **same,
+                  **pool_sample, nbytes=lambda m: m.nbytes, notes=[no_batch]),
+        Contender("RecyclingMemory", "rlmemlib", lambda c, s: rm.RecyclingMemory(c, s.spec), **same,
+                  **pool_sample, notes=[no_batch]),
+        Contender("bare numpy ring", "baseline", lambda c, s: BareRing(c, s.spec), **same,
+                  sample=lambda m, n, rng: m.sample(n, rng),
+                  batch_prep=_stack, batch_add=lambda m, arrays: m.add_batch(*arrays),
+                  nbytes=lambda m: m.nbytes,
+                  notes=["the limit: no checks; batched add is two slice stores per array"]),
+    ]
+
+
+def cpprb_contenders() -> list[Contender]:
+    names = ["cpprb ReplayBuffer", "cpprb ReplayBuffer (next_of)"]
+    try:
+        import cpprb
+    except Exception as exc:  # ImportError, or a broken binary wheel
+        why = f"skipped: cpprb not importable ({type(exc).__name__})"
+        return [Contender(n, "peer", None, None, None, None, skipped=why) for n in names]
+
+    def env_dict(s: Setting, shared: bool):
+        d = {"obs": {"shape": s.spec.obs_shape, "dtype": s.spec.obs_dtype},
+             "act": {"dtype": s.spec.action_dtype},
+             "rew": {"dtype": s.spec.reward_dtype},
+             "next_obs": {"shape": s.spec.obs_shape, "dtype": s.spec.obs_dtype},
+             "terminated": {"dtype": np.bool_}, "truncated": {"dtype": np.bool_}}
+        if shared:
+            del d["next_obs"]
+        return d
+
+    def loop(rb, items):
+        add = rb.add
+        for o, a, r, n, te, tr in items:
+            add(obs=o, act=a, rew=r, next_obs=n, terminated=te, truncated=tr)
+
+    def loop_next_of(rb, items):
+        add, end = rb.add, rb.on_episode_end
+        for o, a, r, n, te, tr in items:
+            add(obs=o, act=a, rew=r, next_obs=n, terminated=te, truncated=tr)
+            if te or tr:
+                end()  # cpprb's rule with next_of: keeps the episode's final next_obs exact
+
+    def add_chunk(rb, arrays):
+        o, a, r, n, te, tr = arrays
+        rb.add(obs=o, act=a, rew=r, next_obs=n, terminated=te, truncated=tr)
+
+    common = dict(prep=lambda t: t, sample=lambda rb, n, _rng: rb.sample(n),
+                  batch_prep=_stack, batch_add=add_chunk)
+    return [
+        Contender(names[0], "peer", lambda c, s: cpprb.ReplayBuffer(c, env_dict(s, False)),
+                  add_loop=loop, **common,
+                  notes=[f"cpprb {cpprb_version()}; narrow dtypes set in env_dict"]),
+        Contender(names[1], "peer",
+                  lambda c, s: cpprb.ReplayBuffer(c, env_dict(s, True), next_of="obs"),
+                  add_loop=loop_next_of, **common,
+                  notes=["next_obs shared with obs; on_episode_end() called at every episode end"]),
+    ]
+
+
+def cpprb_version() -> str:
+    from importlib.metadata import version
+
+    return version("cpprb")
+
+
+def sb3_contenders() -> list[Contender]:
+    names = ["SB3 ReplayBuffer", "SB3 ReplayBuffer (optimize_memory_usage)"]
+    try:
+        from stable_baselines3.common.buffers import ReplayBuffer
+    except Exception as exc:  # ImportError (no torch, no SB3) or a broken install
+        why = f"skipped: stable_baselines3 not importable ({type(exc).__name__})"
+        return [Contender(n, "peer", None, None, None, None, skipped=why) for n in names]
+
+    def make(optimize: bool, n_envs: int = 1):
+        def build(capacity, s: Setting):
+            return ReplayBuffer(capacity, s.observation_space, s.action_space, device="cpu",
+                                n_envs=n_envs, optimize_memory_usage=optimize,
+                                handle_timeout_termination=not optimize)
+        return build
+
+    def prep(t):
+        # What a VecEnv with one env hands SB3: arrays with a leading env axis.
+        o, a, r, n, te, tr = t
+        return (o[None], n[None], np.array([a]), np.array([r], np.float32), np.array([te or tr]),
+                [{"TimeLimit.truncated": tr and not te}])
+
+    def loop(rb, items):
+        add = rb.add
+        for o, n, a, r, d, info in items:
+            add(o, n, a, r, d, info)
+
+    def prep_chunk(chunk):
+        o, a, r, n, te, tr = _stack(chunk)
+        return (o, n, a.astype(np.int64), r, te | tr,
+                [{"TimeLimit.truncated": bool(x and not y)} for x, y in zip(tr, te)])
+
+    def nbytes(rb):
+        arrays = [rb.observations, rb.actions, rb.rewards, rb.dones, rb.timeouts]
+        if not rb.optimize_memory_usage:
+            arrays.append(rb.next_observations)
+        return sum(a.nbytes for a in arrays)
+
+    common = dict(prep=prep, add_loop=loop, sample=lambda rb, n, _rng: rb.sample(n),
+                  batch_prep=prep_chunk, batch_add=lambda rb, item: rb.add(*item), nbytes=nbytes)
+    return [
+        Contender(names[0], "peer", make(False), batch_make=make(False, BATCH), **common,
+                  notes=["sample returns torch tensors (a copy); batched add = a buffer with "
+                         "n_envs=256"]),
+        Contender(names[1], "peer", make(True), batch_make=make(True, BATCH), **common,
+                  notes=["needs handle_timeout_termination=False; next_obs at an episode end is "
+                         "the next episode's first obs (not kept)"]),
+    ]
+
+
+def all_contenders(peers: bool = True) -> list[Contender]:
+    found = rlmemlib_contenders()
+    if peers:
+        found += cpprb_contenders() + sb3_contenders()
+    else:
+        for name in ("cpprb ReplayBuffer", "cpprb ReplayBuffer (next_of)", "SB3 ReplayBuffer",
+                     "SB3 ReplayBuffer (optimize_memory_usage)"):
+            found.append(Contender(name, "peer", None, None, None, None,
+                                   skipped="skipped: --no-peers"))
+    return found
+
+
+# ====================================================================== transitions
+def cartpole_setting() -> Setting:
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    setting = Setting("CartPole", rm.TransitionSpec.from_env(env), env.observation_space,
+                      env.action_space)
+    env.close()
+    return setting
+
+
+def atari_setting() -> Setting:
+    from gymnasium import spaces
+
+    obs_space = spaces.Box(0, 255, ATARI_OBS, np.uint8)
+    act_space = spaces.Discrete(ATARI_ACTIONS)
+    return Setting("Atari-sized", rm.TransitionSpec.from_spaces(obs_space, act_space), obs_space,
+                   act_space)
+
+
+def atari_source(cartpole: list, frames: int = 32) -> list:
+    """Atari-sized transitions with CartPole's episode structure (same flags and actions).
+
+    Observations are random uint8 frames from a small bank; within an episode one step's
+    next_obs is the next step's obs (the same array), as in an agent's loop.
+    """
+    rng = np.random.default_rng(0)
+    bank = rng.integers(0, 256, size=(frames, *ATARI_OBS), dtype=np.uint8)
+    out, prev_next, k = [], None, 0
+    for o, a, r, n, te, tr in cartpole:
+        obs = prev_next if prev_next is not None else bank[k % frames]
+        k += 1
+        nxt = bank[k % frames]
+        out.append((obs, a, r, nxt, te, tr))
+        prev_next = None if (te or tr) else nxt
+    return out
+
+
+def fresh(source: list, n: int):
+    """``n`` transitions cycled from ``source``, each with observation arrays of its own.
+
+    Cycling must not hand a memory that keeps references (a list, a deque) the same array
+    twice, or it would look smaller than it is. Each step gets copies; where the source passes
+    one step's next_obs as the next step's obs, the copies are shared the same way.
+    """
+    prev_src = prev_copy = None
+    size = len(source)
+    for k in range(n):
+        o, a, r, nx, te, tr = source[k % size]
+        oc = prev_copy if o is prev_src else o.copy()
+        nc = nx.copy()
+        prev_src, prev_copy = nx, nc
+        yield (oc, a, r, nc, te, tr)
+
+
+def fill(c: Contender, mem, source: list, n: int, chunk: int = 1000) -> None:
+    stream = fresh(source, n)
+    while True:
+        items = [c.prep(t) for _, t in zip(range(chunk), stream)]
+        if not items:
+            break
+        c.add_loop(mem, items)
+
+
+# ====================================================================== bytes
+def bytes_per_transition(c: Contender, setting: Setting, capacity: int, source: list) -> dict:
+    """Bytes the full memory keeps alive (tracemalloc) and the bytes of its arrays, per transition."""
+    gc.collect()
+    with traced(count_blocks=False) as m:
+        mem = c.make(capacity, setting)
+        fill(c, mem, source, capacity)
+        gc.collect()
+    result = {"traced": m.current / capacity}
+    if c.nbytes is not None:
+        result["nbytes"] = c.nbytes(mem) / capacity
+    del mem
+    gc.collect()
+    return result
+
+
+# ====================================================================== time
+def _timed(fn, *args) -> int:
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        fn(*args)
+        return time.perf_counter_ns() - t0
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+@dataclass
+class Task:
+    contender: Contender
+    op: str                       # "add", "batch", "sample", "sample_out"
+    run: Callable[[int], int]     # repetition -> ns for the whole timing
+    calls: int                    # transitions (add, batch) or calls (sample) per timing
+    ns: list = field(default_factory=list)
+
+
+def build_tasks(contenders, setting, cfg, source, log) -> list[Task]:
+    tasks = []
+    cap, n_add = cfg["capacity"], cfg["n_add"]
+    for c in contenders:
+        if c.skipped:
+            continue
+        t0 = time.perf_counter()
+        mem = c.make(cap, setting)
+        fill(c, mem, source, cap)
+        native = [c.prep(t) for t in fresh(source, len(source))]
+        rng = np.random.default_rng(0)
+
+        def add_run(rep, c=c, mem=mem, native=native):
+            start = (rep * n_add) % (len(native) - n_add + 1)
+            items = native[start:start + n_add]
+            return _timed(c.add_loop, mem, items)
+
+        tasks.append(Task(c, "add", add_run, n_add))
+
+        if c.batch_add is not None:
+            bmem = mem
+            if c.batch_make is not None:
+                bmem = c.batch_make(cap, setting)
+            chunks = []
+            stream = fresh(source, BATCH * max(cfg["n_chunks"], 4) * 2)
+            while True:
+                chunk = [t for _, t in zip(range(BATCH), stream)]
+                if not chunk:
+                    break
+                chunks.append(c.batch_prep(chunk))
+            for item in chunks:  # fill the batch memory (if separate) and warm up
+                c.batch_add(bmem, item)
+            if c.batch_make is not None:
+                for _ in range(cap // (BATCH * len(chunks)) + 1):
+                    for item in chunks:
+                        c.batch_add(bmem, item)
+
+            def batch_run(rep, c=c, bmem=bmem, chunks=chunks, k=cfg["n_chunks"]):
+                start = (rep * k) % (len(chunks) - k + 1)
+                picked = chunks[start:start + k]
+
+                def go():
+                    add = c.batch_add
+                    for item in picked:
+                        add(bmem, item)
+                return _timed(go)
+
+            tasks.append(Task(c, "batch", batch_run, BATCH * cfg["n_chunks"]))
+
+        k = cfg["n_sample"]
+
+        def sample_run(rep, c=c, mem=mem, rng=rng, k=k):
+            def go():
+                sample = c.sample
+                for _ in range(k):
+                    sample(mem, BATCH, rng)
+            return _timed(go)
+
+        tasks.append(Task(c, "sample", sample_run, k))
+        if c.sample_out is not None:
+            out = c.make_out(mem, BATCH)
+
+            def out_run(rep, c=c, mem=mem, rng=rng, k=k, out=out):
+                def go():
+                    sample = c.sample_out
+                    for _ in range(k):
+                        sample(mem, BATCH, rng, out)
+                return _timed(go)
+
+            tasks.append(Task(c, "sample_out", out_run, k))
+        log(f"  ready: {c.name} ({time.perf_counter() - t0:.1f} s to fill {cap:,})")
+    return tasks
+
+
+def run_timings(tasks: list[Task], reps: int, log) -> None:
+    for task in tasks:  # warm-up, untimed
+        task.run(0)
+    for rep in range(reps):
+        shift = rep % len(tasks)
+        for task in tasks[shift:] + tasks[:shift]:
+            task.ns.append(task.run(rep))
+        log(f"  repetition {rep + 1}/{reps} done")
+
+
+def per_call_us(task: Task) -> list[float]:
+    return [ns / task.calls / 1000 for ns in task.ns]
+
+
+def summarize(tasks: list[Task]) -> dict:
+    """{name: {op: {"us": median, "ratio": median of per-rep ratios to the ring's reference op}}}."""
+    by = {(t.contender.name, t.op): t for t in tasks}
+    ring = "bare numpy ring"
+    reference = {"add": "add", "batch": "batch", "sample": "sample", "sample_out": "sample"}
+    out: dict = {}
+    for (name, op), task in by.items():
+        us = per_call_us(task)
+        entry = {"us": statistics.median(us), "runs_us": us}
+        ref = by.get((ring, reference[op]))
+        if ref is not None:
+            ratios = [a / b for a, b in zip(us, per_call_us(ref))]
+            entry["ratio"] = statistics.median(ratios)
+        out.setdefault(name, {})[op] = entry
+    return out
+
+
+def ratio_between(tasks: list[Task], a: str, b: str, op: str = "add") -> float | None:
+    ta = next((t for t in tasks if t.contender.name == a and t.op == op), None)
+    tb = next((t for t in tasks if t.contender.name == b and t.op == op), None)
+    if ta is None or tb is None:
+        return None
+    return statistics.median(x / y for x, y in zip(per_call_us(ta), per_call_us(tb)))
+
+
+# ====================================================================== report
+def machine() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "numpy": np.__version__,
+            "rlmemlib": rm.__version__}
+    for pkg in ("gymnasium", "cpprb", "stable-baselines3", "torch"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            info[pkg] = "not installed"
+    return info
+
+
+def _us(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def _x(r: float | None) -> str:
+    return "" if r is None else f" (×{r:.2f})"
+
+
+def _b(x: float) -> str:
+    return f"{x:.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def targets(spec, cart_bytes, summary, tasks) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows."""
+    rows = []
+    raw = spec.nbytes
+    shared_bound = raw - spec.obs_nbytes  # each observation once
+    for name, goal, limit in (
+            ("CircularPool", f"about the raw bound, spec.nbytes = {raw} B (≤ 1.02×)", 1.02 * raw),
+            ("CircularPool (share_next_obs)", f"about half: each observation once is {shared_bound} B, "
+             f"final observations of episodes a little more (≤ 1.15×)", 1.15 * shared_bound)):
+        b = cart_bytes.get(name, {}).get("traced")
+        if b is not None:
+            rows.append((f"{name}: bytes per transition {goal}", f"{b:.1f} B = {b / raw:.2f} × {raw} B",
+                         "met" if b <= limit else "NOT met"))
+    for name in ("CircularPool", "CircularPool (share_next_obs)"):
+        r = summary.get(name, {}).get("add", {}).get("ratio")
+        if r is not None:
+            rows.append((f"{name}: add within 1.5× of the bare ring", f"×{r:.2f}",
+                         "met" if r <= 1.5 else "NOT met"))
+        for peer in ("cpprb ReplayBuffer", "SB3 ReplayBuffer"):
+            r = ratio_between(tasks, name, peer)
+            if r is None:
+                rows.append((f"{name}: add faster than {peer}", "peer skipped", "not measured"))
+            else:
+                rows.append((f"{name}: add faster than {peer}", f"×{r:.2f} of its time",
+                             "met" if r < 1 else "NOT met"))
+        r = summary.get(name, {}).get("sample_out", {}).get("ratio")
+        if r is not None:
+            rows.append((f"{name}: sample(256, out=) no slower than the ring's fancy indexing",
+                         f"×{r:.2f}", "met" if r <= 1.0 else "NOT met"))
+    return rows
+
+
+def markdown(info, cfg, mode, contenders, spec, cart_bytes, atari_bytes, atari_spec, summary,
+             target_rows) -> str:
+    head = (f"Machine: {info['cpu']}, {info['cores']} cores, {info['os']}; Python {info['python']}, "
+            f"numpy {info['numpy']}, rlmemlib {info['rlmemlib']}, gymnasium {info['gymnasium']}, "
+            f"cpprb {info['cpprb']}, stable-baselines3 {info['stable-baselines3']}, "
+            f"torch {info['torch']}.")
+    lines = [f"# Replay memories side by side ({mode} run)", "", head, ""]
+    if mode == "quick":
+        lines += ["**A quick run: small memories and few repetitions, to check that everything "
+                  "runs. Its numbers are not a measurement; run without `--quick` for that.**", ""]
+    lines += [
+             f"CartPole-v1 transitions (obs 4 × float32, Discrete(2) action, float32 reward, two "
+             f"flags; `spec.nbytes` = {spec.nbytes} B), capacity {cfg['capacity']:,}, "
+             f"{cfg['source']:,} real transitions cycled. Times: median of {cfg['reps']} "
+             f"interleaved repetitions; (×r) = median ratio to the bare numpy ring in the same "
+             f"repetition (for both sample columns: to the ring's `sample(256)`).", "",
+             "| memory | bytes / transition (tracemalloc) | array bytes / capacity | add (µs) | "
+             "batched add, 256 at once (µs per transition) | sample(256) (µs) | "
+             "sample(256, out=) (µs) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in contenders:
+        if c.skipped:
+            lines.append(f"| {c.name} | {c.skipped} | | | | | |")
+            continue
+        b = cart_bytes[c.name]
+        s = summary[c.name]
+
+        def cell(op):
+            if op not in s:
+                return "n/a"
+            return f"{_us(s[op]['us'])}{_x(s[op].get('ratio'))}"
+
+        nb = _b(b["nbytes"]) if "nbytes" in b else "–"
+        lines.append(f"| {c.name} | {_b(b['traced'])} | {nb} | {cell('add')} | {cell('batch')} | "
+                     f"{cell('sample')} | {cell('sample_out')} |")
+    lines += ["", "Notes:"]
+    for c in contenders:
+        for note in c.notes:
+            lines.append(f"- {c.name}: {note}.")
+    lines += ["- Every memory gets its input in the form its own API takes (SB3: arrays with a "
+              "leading env axis, made before timing); the rlmemlib memories, the deque and the ring "
+              "get what gymnasium returns.",
+              "- Adds are timed on full memories (each add overwrites the oldest), garbage "
+              "collection paused during a timing, as `timeit` does.", "",
+              "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {v} |" for t, m, v in target_rows]
+    lines += ["", f"## Atari-sized transitions (4 × 84 × 84 uint8 observations, Discrete("
+              f"{ATARI_ACTIONS}) action; `spec.nbytes` = {atari_spec.nbytes:,} B), capacity "
+              f"{cfg['atari_capacity']:,}", "",
+              "Random frames with CartPole's episode ends (about one in 22 steps: many episode "
+              "ends, the hard case for a shared pool).", "",
+              "| memory | KiB / transition (tracemalloc) | × spec.nbytes |", "|---|---:|---:|"]
+    for c in contenders:
+        if c.skipped:
+            lines.append(f"| {c.name} | {c.skipped} | |")
+            continue
+        b = atari_bytes[c.name]["traced"]
+        lines.append(f"| {c.name} | {b / 1024:.1f} | {b / atari_spec.nbytes:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(path: Path, contenders, spec, cart_bytes, atari_bytes, atari_spec, summary, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlmemlib.plotting import PALETTE, use_style
+
+    use_style()
+    names = [c.name for c in contenders]
+    skipped = {c.name: c.skipped for c in contenders if c.skipped}
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.45 * len(names) + 2.2), sharey=True)
+
+    def bars(ax, values: dict, fmt, color, offset=0.0, height=0.8, label=None, hatch=None):
+        xs = [values.get(n) for n in names]
+        ys = [yy + offset for yy, x in zip(y, xs) if x is not None]
+        vs = [x for x in xs if x is not None]
+        ax.barh(ys, vs, height=height, color=color, label=label, hatch=hatch, edgecolor="white")
+        for yy, v in zip(ys, vs):
+            ax.text(v, yy, " " + fmt(v), va="center", fontsize=7.5)
+
+    def mark_missing(ax, values, offset=0.0, what="n/a"):
+        for yy, n in zip(y, names):
+            if n in skipped:
+                if offset <= 0:
+                    ax.text(0.02, yy, "skipped (not installed)", va="center", fontsize=8,
+                            color="grey", transform=ax.get_yaxis_transform())
+            elif values.get(n) is None:
+                ax.text(0.02, yy + offset, what, va="center", fontsize=7, color="grey",
+                        transform=ax.get_yaxis_transform())
+
+    ax = axes[0]
+    vals = {n: cart_bytes[n]["traced"] for n in cart_bytes}
+    bars(ax, vals, lambda v: f"{v:.0f} B", PALETTE[0])
+    ax.axvline(spec.nbytes, color="black", ls="--", lw=1)
+    ax.text(spec.nbytes, -0.7, f" raw {spec.nbytes} B", fontsize=8)
+    ax.set_xlabel("bytes per transition")
+    ax.set_title("CartPole: bytes / transition")
+    mark_missing(ax, vals)
+
+    ax = axes[1]
+    vals = {n: atari_bytes[n]["traced"] / 1024 for n in atari_bytes}
+    bars(ax, vals, lambda v: f"{v:.1f} KiB", PALETTE[2])
+    ax.axvline(atari_spec.nbytes / 1024, color="black", ls="--", lw=1)
+    ax.text(atari_spec.nbytes / 1024, -0.7, f" raw {atari_spec.nbytes / 1024:.1f} KiB", fontsize=8)
+    ax.set_xlabel("KiB per transition")
+    ax.set_title("Atari-sized: KiB / transition")
+    mark_missing(ax, vals)
+
+    ax = axes[2]
+    single = {n: summary[n]["add"]["us"] for n in summary}
+    batch = {n: summary[n]["batch"]["us"] for n in summary if "batch" in summary[n]}
+    bars(ax, single, _us, PALETTE[1], -0.2, 0.4, "one add")
+    bars(ax, batch, _us, PALETTE[5], 0.2, 0.4, "batched add of 256", hatch="//")
+    ax.set_xscale("log")
+    ax.set_xlabel("µs per transition (log scale)")
+    ax.set_title("add")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    mark_missing(ax, single, -0.2)
+    mark_missing(ax, batch, 0.2, "no batch add")
+
+    ax = axes[3]
+    new = {n: summary[n]["sample"]["us"] for n in summary}
+    out = {n: summary[n]["sample_out"]["us"] for n in summary if "sample_out" in summary[n]}
+    bars(ax, new, _us, PALETTE[3], -0.2, 0.4, "new batch")
+    bars(ax, out, _us, PALETTE[4], 0.2, 0.4, "into a reused batch (out=)", hatch="//")
+    ax.set_xscale("log")
+    ax.set_xlabel("µs per call (log scale)")
+    ax.set_title("sample(256)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    mark_missing(ax, new, -0.2)
+    mark_missing(ax, out, 0.2, "no out=")
+
+    axes[0].set_yticks(y, names)
+    axes[0].invert_yaxis()
+    for ax in axes:
+        ax.grid(axis="y", visible=False)
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(lo, hi * (3 if ax.get_xscale() == "log" else 1.25))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+README_BEGIN = "<!-- latest full run: written by bench/run.py -->"
+README_END = "<!-- end of latest full run -->"
+
+
+def update_readme(table: str) -> None:
+    readme = HERE / "README.md"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    before, rest = text.split(README_BEGIN, 1)
+    _, after = rest.split(README_END, 1)
+    body = table.split("\n", 1)[1].strip()  # drop the file's own title line
+    readme.write_text(f"{before}{README_BEGIN}\n{body}\n{README_END}{after}")
+
+
+# ====================================================================== main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small run (seconds) that checks it all works")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the results (default bench/results, or bench/results/quick)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default by mode)")
+    parser.add_argument("--no-peers", action="store_true", help="skip cpprb and Stable-Baselines3")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    cfg = dict(MODES[mode])
+    if args.reps:
+        cfg["reps"] = args.reps
+    default_out = HERE / "results" / ("quick" if args.quick else "")
+    out_dir = (args.out or default_out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t_start:5.1f} s] {msg}", flush=True)
+
+    contenders = all_contenders(peers=not args.no_peers)
+    for c in contenders:
+        if c.skipped:
+            log(f"{c.name}: {c.skipped}; going on without it")
+    cart = cartpole_setting()
+    atari = atari_setting()
+    source = cartpole_transitions(cfg["source"], seed=0)
+    live = [c for c in contenders if not c.skipped]
+    gc.collect()
+    gc.freeze()  # the libraries' own objects: later collections need not walk them again
+
+    log(f"bytes per transition, CartPole, capacity {cfg['capacity']:,}")
+    cart_bytes = {c.name: bytes_per_transition(c, cart, cfg["capacity"], source) for c in live}
+    log(f"bytes per transition, Atari-sized, capacity {cfg['atari_capacity']:,}")
+    a_source = atari_source(source[: max(cfg["atari_capacity"], 200)])
+    atari_bytes = {c.name: bytes_per_transition(c, atari, cfg["atari_capacity"], a_source) for c in live}
+    del a_source
+    gc.collect()
+
+    log("timing: filling every memory to capacity")
+    tasks = build_tasks(live, cart, cfg, source, log)
+    log(f"timing: {cfg['reps']} round-robin repetitions over {len(tasks)} (memory, operation) pairs")
+    run_timings(tasks, cfg["reps"], log)
+    summary = summarize(tasks)
+
+    info = machine()
+    target_rows = targets(cart.spec, cart_bytes, summary, tasks)
+    table = markdown(info, cfg, mode, contenders, cart.spec, cart_bytes, atari_bytes, atari.spec,
+                     summary, target_rows)
+    (out_dir / "cartpole.md").write_text(table)
+    title = (f"Replay memories, {mode} run: CartPole capacity {cfg['capacity']:,}, Atari-sized "
+             f"capacity {cfg['atari_capacity']:,}; times are medians of {cfg['reps']} interleaved "
+             f"repetitions\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, numpy "
+             f"{info['numpy']}, cpprb {info['cpprb']}, stable-baselines3 {info['stable-baselines3']}")
+    figure(out_dir / "cartpole.png", contenders, cart.spec, cart_bytes, atari_bytes, atari.spec,
+           summary, title)
+    raw = {"mode": mode, "config": cfg, "machine": info, "spec_nbytes": cart.spec.nbytes,
+           "atari_spec_nbytes": atari.spec.nbytes,
+           "skipped": {c.name: c.skipped for c in contenders if c.skipped},
+           "bytes": cart_bytes, "atari_bytes": atari_bytes, "times": summary,
+           "targets": target_rows}
+    (out_dir / "cartpole.json").write_text(json.dumps(raw, indent=1) + "\n")
+    if not args.quick and args.out is None:
+        update_readme(table)
+    print()
+    print(table)
+    log(f"wrote {out_dir / 'cartpole.md'}, cartpole.png and cartpole.json "
+        f"in {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
