@@ -72,14 +72,19 @@ class _Memory:
         for i in range(self._len):
             yield self[i]
 
-    def _sample_indices(self, batch_size, rng) -> np.ndarray:
-        """The shared sampling rule; checks everything before touching the generator."""
+    def _check_sample(self, batch_size, rng) -> int:
+        """The batch size, once ``batch_size`` and ``rng`` are checked and there is data."""
         n = check_batch_size(batch_size)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), "
                             f"got {type(rng).__name__}")
         if self._len == 0:
             raise ValueError("cannot sample from an empty memory: add transitions first")
+        return n
+
+    def _sample_indices(self, batch_size, rng) -> np.ndarray:
+        """The shared sampling rule; checks everything before touching the generator."""
+        n = self._check_sample(batch_size, rng)
         return rng.integers(0, self._len, size=n)
 
     def __repr__(self) -> str:
@@ -353,8 +358,8 @@ class CircularPool(_Memory):
         if out is None:
             return self.spec.empty_batch(n)
         arrays = self._out_ok
-        if (arrays and out.obs is arrays[0] and out.action is arrays[1] and out.reward is arrays[2]
-                and out.next_obs is arrays[3] and out.terminated is arrays[4]
+        if (arrays and isinstance(out, Batch) and out.obs is arrays[0] and out.action is arrays[1]
+                and out.reward is arrays[2] and out.next_obs is arrays[3] and out.terminated is arrays[4]
                 and out.truncated is arrays[5] and len(out.reward) == n):
             return out  # the same arrays as last time: already checked
         _check_out(out, self.spec, n)
@@ -367,8 +372,9 @@ class CircularPool(_Memory):
         Reusing ``out`` allocates no batch arrays, but the next call overwrites them: copy what
         you want to keep.
         """
-        idx = self._sample_indices(batch_size, rng)
-        out = self._out_batch(out, len(idx))
+        n = self._check_sample(batch_size, rng)
+        out = self._out_batch(out, n)  # checked before the generator moves: a refusal draws nothing
+        idx = rng.integers(0, self._len, size=n)
         # Logical index -> row is (start + i) mod rows: take(mode="wrap") does the mod for free.
         rows = idx + self._start if self._start else idx
         self.obs.take(rows, axis=0, out=out.obs, mode="wrap")
@@ -570,9 +576,9 @@ class RecyclingMemory(_Memory):
 
     def sample(self, batch_size, rng, out: Batch | None = None) -> Batch:
         """A batch of ``batch_size`` transitions, copied record by record into ``out``."""
-        idx = self._sample_indices(batch_size, rng)
-        n = len(idx)
+        n = self._check_sample(batch_size, rng)
         out = self.spec.empty_batch(n) if out is None else _check_out(out, self.spec, n)
+        idx = rng.integers(0, self._len, size=n)
         rows = self._gather.get(n)
         if rows is None:
             rows = self._gather[n] = np.zeros(n, self.spec.record_dtype)
