@@ -14,7 +14,9 @@ How it is timed: every memory is first filled to capacity (so adds overwrite the
 steady state of training). Each repetition times every (memory, operation) pair once, in a
 rotating round-robin order, so a change of machine load hits all memories alike. A timing is a
 loop of many calls measured with ``time.perf_counter_ns`` (garbage collection paused, as
-``timeit`` does). The table gives the median over repetitions; a ratio against the bare numpy
+``timeit`` does), its number of calls calibrated so that it lasts about half a millisecond: a
+longer window would often be preempted on a busy machine and count other processes' work.
+The table gives the median over repetitions; a ratio against the bare numpy
 ring is the median of the per-repetition ratios, both measured in the same repetition.
 Nothing here asserts a timing.
 
@@ -51,11 +53,9 @@ BATCH = 256          # sample size, and chunk size of a batched add
 MODES = {
     # capacity: CartPole memories; atari_capacity: Atari-sized memories (bytes only)
     # source: distinct real transitions, cycled; reps: round-robin repetitions
-    # n_add: adds per timing; n_chunks: batched adds (of BATCH) per timing; n_sample: samples per timing
-    "full": dict(capacity=100_000, atari_capacity=2_000, source=10_000, reps=15,
-                 n_add=2_000, n_chunks=8, n_sample=100),
-    "quick": dict(capacity=1_000, atari_capacity=40, source=600, reps=2,
-                  n_add=200, n_chunks=1, n_sample=5),
+    # window_us: how long one timing lasts (its number of calls is calibrated to that)
+    "full": dict(capacity=100_000, atari_capacity=2_000, source=10_000, reps=101, window_us=500),
+    "quick": dict(capacity=1_000, atari_capacity=40, source=600, reps=3, window_us=100),
 }
 ATARI_OBS = (4, 84, 84)
 ATARI_ACTIONS = 6
@@ -114,6 +114,19 @@ class BareRing:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.obs, self.action, self.reward, self.next_obs,
                                       self.terminated, self.truncated))
+
+
+class BareRingTake(BareRing):
+    """The same ring, sampling with ``ndarray.take`` instead of fancy indexing.
+
+    Fancy indexing of a 2-D array (``obs[idx]``) is much slower in numpy than ``obs.take(idx,
+    axis=0)``: this row shows how much of a pool's lead on sampling comes from that alone.
+    """
+
+    def sample(self, batch_size, rng):
+        idx = rng.integers(0, self.size, size=batch_size)
+        return (self.obs.take(idx, axis=0), self.action.take(idx, axis=0), self.reward.take(idx),
+                self.next_obs.take(idx, axis=0), self.terminated.take(idx), self.truncated.take(idx))
 
 
 # ====================================================================== the contenders
@@ -199,7 +212,12 @@ def rlmemlib_contenders() -> list[Contender]:
                   sample=lambda m, n, rng: m.sample(n, rng),
                   batch_prep=_stack, batch_add=lambda m, arrays: m.add_batch(*arrays),
                   nbytes=lambda m: m.nbytes,
-                  notes=["the limit: no checks; batched add is two slice stores per array"]),
+                  notes=["the limit: no checks; batched add is two slice stores per array; samples "
+                         "by fancy indexing (`obs[idx]`)"]),
+        Contender("bare numpy ring (take)", "baseline", lambda c, s: BareRingTake(c, s.spec), **same,
+                  sample=lambda m, n, rng: m.sample(n, rng), nbytes=lambda m: m.nbytes,
+                  notes=["the same ring (the same add), sampling with `ndarray.take` instead of "
+                         "fancy indexing"]),
     ]
 
 
@@ -412,99 +430,105 @@ def _timed(fn, *args) -> int:
 
 @dataclass
 class Task:
+    """One (memory, operation) pair: ``go(rep, k)`` does ``k`` units of it and returns the ns."""
+
     contender: Contender
-    op: str                       # "add", "batch", "sample", "sample_out"
-    run: Callable[[int], int]     # repetition -> ns for the whole timing
-    calls: int                    # transitions (add, batch) or calls (sample) per timing
+    op: str                           # "add", "batch", "sample", "sample_out"
+    go: Callable[[int, int], int]
+    per_unit: int                     # transitions (batch: BATCH) or calls in one unit
+    max_units: int                    # the most units one window can do
+    units: int = 1                    # units per window, set by calibrate()
     ns: list = field(default_factory=list)
 
 
 def build_tasks(contenders, setting, cfg, source, log) -> list[Task]:
     tasks = []
-    cap, n_add = cfg["capacity"], cfg["n_add"]
+    cap = cfg["capacity"]
     for c in contenders:
-        if c.skipped:
-            continue
         t0 = time.perf_counter()
         mem = c.make(cap, setting)
         fill(c, mem, source, cap)
         native = [c.prep(t) for t in fresh(source, len(source))]
         rng = np.random.default_rng(0)
 
-        def add_run(rep, c=c, mem=mem, native=native):
-            start = (rep * n_add) % (len(native) - n_add + 1)
-            items = native[start:start + n_add]
-            return _timed(c.add_loop, mem, items)
+        def add_go(rep, k, c=c, mem=mem, native=native):
+            start = (rep * k) % (len(native) - k + 1)
+            return _timed(c.add_loop, mem, native[start:start + k])
 
-        tasks.append(Task(c, "add", add_run, n_add))
+        tasks.append(Task(c, "add", add_go, 1, len(native) // 2))
 
         if c.batch_add is not None:
-            bmem = mem
-            if c.batch_make is not None:
-                bmem = c.batch_make(cap, setting)
-            chunks = []
-            stream = fresh(source, BATCH * max(cfg["n_chunks"], 4) * 2)
-            while True:
-                chunk = [t for _, t in zip(range(BATCH), stream)]
-                if not chunk:
-                    break
-                chunks.append(c.batch_prep(chunk))
-            for item in chunks:  # fill the batch memory (if separate) and warm up
-                c.batch_add(bmem, item)
-            if c.batch_make is not None:
-                for _ in range(cap // (BATCH * len(chunks)) + 1):
-                    for item in chunks:
-                        c.batch_add(bmem, item)
+            bmem = mem if c.batch_make is None else c.batch_make(cap, setting)
+            stream = fresh(source, BATCH * 16)
+            chunks = [c.batch_prep([t for _, t in zip(range(BATCH), stream)]) for _ in range(16)]
+            rounds = 1 if c.batch_make is None else cap // (BATCH * len(chunks)) + 1
+            for _ in range(rounds):  # fill the batch memory when it is a separate one
+                for item in chunks:
+                    c.batch_add(bmem, item)
 
-            def batch_run(rep, c=c, bmem=bmem, chunks=chunks, k=cfg["n_chunks"]):
+            def batch_go(rep, k, c=c, bmem=bmem, chunks=chunks):
                 start = (rep * k) % (len(chunks) - k + 1)
                 picked = chunks[start:start + k]
 
-                def go():
+                def run():
                     add = c.batch_add
                     for item in picked:
                         add(bmem, item)
-                return _timed(go)
+                return _timed(run)
 
-            tasks.append(Task(c, "batch", batch_run, BATCH * cfg["n_chunks"]))
+            tasks.append(Task(c, "batch", batch_go, BATCH, len(chunks)))
 
-        k = cfg["n_sample"]
-
-        def sample_run(rep, c=c, mem=mem, rng=rng, k=k):
-            def go():
+        def sample_go(rep, k, c=c, mem=mem, rng=rng):
+            def run():
                 sample = c.sample
                 for _ in range(k):
                     sample(mem, BATCH, rng)
-            return _timed(go)
+            return _timed(run)
 
-        tasks.append(Task(c, "sample", sample_run, k))
+        tasks.append(Task(c, "sample", sample_go, 1, 10_000))
         if c.sample_out is not None:
             out = c.make_out(mem, BATCH)
 
-            def out_run(rep, c=c, mem=mem, rng=rng, k=k, out=out):
-                def go():
+            def out_go(rep, k, c=c, mem=mem, rng=rng, out=out):
+                def run():
                     sample = c.sample_out
                     for _ in range(k):
                         sample(mem, BATCH, rng, out)
-                return _timed(go)
+                return _timed(run)
 
-            tasks.append(Task(c, "sample_out", out_run, k))
+            tasks.append(Task(c, "sample_out", out_go, 1, 10_000))
         log(f"  ready: {c.name} ({time.perf_counter() - t0:.1f} s to fill {cap:,})")
     return tasks
 
 
+def calibrate(tasks: list[Task], window_ns: int) -> None:
+    """Units per window so that each timing lasts about ``window_ns`` (best of three probes).
+
+    Short windows keep the timings honest on a loaded machine: a window that outlasts the
+    scheduler's time slice gets preempted, and its time counts the other processes' work.
+    """
+    for task in tasks:
+        probe = 1
+        while True:
+            best = min(task.go(0, probe) for _ in range(3))
+            if best >= window_ns / 8 or probe >= task.max_units:
+                break
+            probe = min(probe * 4, task.max_units)
+        task.units = int(max(1, min(task.max_units, round(window_ns * probe / max(best, 1)))))
+
+
 def run_timings(tasks: list[Task], reps: int, log) -> None:
-    for task in tasks:  # warm-up, untimed
-        task.run(0)
+    every = max(1, reps // 5)
     for rep in range(reps):
         shift = rep % len(tasks)
         for task in tasks[shift:] + tasks[:shift]:
-            task.ns.append(task.run(rep))
-        log(f"  repetition {rep + 1}/{reps} done")
+            task.ns.append(task.go(rep, task.units))
+        if (rep + 1) % every == 0 or rep + 1 == reps:
+            log(f"  repetition {rep + 1}/{reps} done")
 
 
 def per_call_us(task: Task) -> list[float]:
-    return [ns / task.calls / 1000 for ns in task.ns]
+    return [ns / (task.units * task.per_unit) / 1000 for ns in task.ns]
 
 
 def summarize(tasks: list[Task]) -> dict:
@@ -524,9 +548,11 @@ def summarize(tasks: list[Task]) -> dict:
     return out
 
 
-def ratio_between(tasks: list[Task], a: str, b: str, op: str = "add") -> float | None:
+def ratio_between(tasks: list[Task], a: str, b: str, op: str = "add",
+                  op_b: str | None = None) -> float | None:
+    """Median over repetitions of (a's time / b's time) for one operation each."""
     ta = next((t for t in tasks if t.contender.name == a and t.op == op), None)
-    tb = next((t for t in tasks if t.contender.name == b and t.op == op), None)
+    tb = next((t for t in tasks if t.contender.name == b and t.op == (op_b or op)), None)
     if ta is None or tb is None:
         return None
     return statistics.median(x / y for x, y in zip(per_call_us(ta), per_call_us(tb)))
@@ -547,6 +573,18 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "numpy": np.__version__,
             "rlmemlib": rm.__version__}
+    try:  # which rlmemlib was measured: the commit, and whether its files had changes on top
+        import subprocess
+
+        git = ["git", "-C", str(HERE.parent)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "rlmemlib"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if head:
+            info["rlmemlib"] += f" (commit {head}{', with local changes' if dirty else ''})"
+    except (OSError, subprocess.SubprocessError):
+        pass
     for pkg in ("gymnasium", "cpprb", "stable-baselines3", "torch"):
         try:
             info[pkg] = version(pkg)
@@ -596,6 +634,10 @@ def targets(spec, cart_bytes, summary, tasks) -> list[tuple[str, str, str]]:
         if r is not None:
             rows.append((f"{name}: sample(256, out=) no slower than the ring's fancy indexing",
                          f"×{r:.2f}", "met" if r <= 1.0 else "NOT met"))
+        r = ratio_between(tasks, name, "bare numpy ring (take)", "sample_out", "sample")
+        if r is not None:
+            rows.append((f"{name}: sample(256, out=) against a ring sampling with take (not a target)",
+                         f"×{r:.2f}", "faster" if r < 1 else "slower"))
     return rows
 
 
@@ -613,7 +655,7 @@ def markdown(info, cfg, mode, contenders, spec, cart_bytes, atari_bytes, atari_s
              f"CartPole-v1 transitions (obs 4 × float32, Discrete(2) action, float32 reward, two "
              f"flags; `spec.nbytes` = {spec.nbytes} B), capacity {cfg['capacity']:,}, "
              f"{cfg['source']:,} real transitions cycled. Times: median of {cfg['reps']} "
-             f"interleaved repetitions; (×r) = median ratio to the bare numpy ring in the same "
+             f"interleaved repetitions, each a loop of calls lasting about {cfg['window_us']} µs; (×r) = median ratio to the bare numpy ring in the same "
              f"repetition (for both sample columns: to the ring's `sample(256)`).", "",
              "| memory | bytes / transition (tracemalloc) | array bytes / capacity | add (µs) | "
              "batched add, 256 at once (µs per transition) | sample(256) (µs) | "
@@ -796,7 +838,10 @@ def main(argv=None) -> int:
     gc.freeze()  # the libraries' own objects: later collections need not walk them again
 
     log(f"bytes per transition, CartPole, capacity {cfg['capacity']:,}")
-    cart_bytes = {c.name: bytes_per_transition(c, cart, cfg["capacity"], source) for c in live}
+    cart_bytes = {}
+    for c in live:
+        cart_bytes[c.name] = bytes_per_transition(c, cart, cfg["capacity"], source)
+        log(f"  {c.name}: {cart_bytes[c.name]['traced']:.1f} B")
     log(f"bytes per transition, Atari-sized, capacity {cfg['atari_capacity']:,}")
     a_source = atari_source(source[: max(cfg["atari_capacity"], 200)])
     atari_bytes = {c.name: bytes_per_transition(c, atari, cfg["atari_capacity"], a_source) for c in live}
@@ -805,7 +850,9 @@ def main(argv=None) -> int:
 
     log("timing: filling every memory to capacity")
     tasks = build_tasks(live, cart, cfg, source, log)
-    log(f"timing: {cfg['reps']} round-robin repetitions over {len(tasks)} (memory, operation) pairs")
+    calibrate(tasks, cfg["window_us"] * 1000)
+    log(f"timing: {cfg['reps']} round-robin repetitions over {len(tasks)} (memory, operation) pairs, "
+        f"windows of about {cfg['window_us']} µs")
     run_timings(tasks, cfg["reps"], log)
     summary = summarize(tasks)
 

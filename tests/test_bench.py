@@ -15,6 +15,7 @@ MEMORIES = [
     "CircularPool (share_next_obs)",
     "RecyclingMemory",
     "bare numpy ring",
+    "bare numpy ring (take)",
 ]
 PEERS = [
     "cpprb ReplayBuffer",
