@@ -576,7 +576,7 @@ def machine() -> dict:
     try:  # which rlmemlib was measured: the commit, and whether its files had changes on top
         import subprocess
 
-        git = ["git", "-C", str(HERE.parent)]
+        git = ["git", "-C", str(Path(rm.__file__).resolve().parent.parent)]  # the rlmemlib imported
         head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(git + ["status", "--porcelain", "--", "rlmemlib"], capture_output=True,
