@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .measure import fmt_bytes
 
@@ -51,8 +51,20 @@ def new_axes(title: str = "", ax=None):
     return ax
 
 
+class _BinaryLocator(MaxNLocator):
+    """Ticks at round numbers of the binary unit that fits the view (0, 2, 4, 6 MiB)."""
+
+    def tick_values(self, vmin, vmax):
+        span = max(abs(vmin), abs(vmax))
+        unit = 1
+        while span >= 1024 * unit and unit < 1024**4:
+            unit *= 1024
+        return [v * unit for v in super().tick_values(vmin / unit, vmax / unit)]
+
+
 def bytes_axis(axis) -> None:
-    """Label an axis's ticks as byte counts (``12.0 MiB``)."""
+    """Label an axis's ticks as byte counts (``12.0 MiB``), placed at round binary values."""
+    axis.set_major_locator(_BinaryLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_bytes(v)))
 
 
@@ -109,7 +121,7 @@ def stacked_bytes(parts: Mapping[str, Mapping[str, float]], title: str = "Where 
     bytes_axis(ax.xaxis)
     ax.set_xlabel("bytes per transition")
     ax.grid(axis="y", visible=False)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return ax
 
 
