@@ -9,11 +9,11 @@
 
 from . import measure
 from .memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
-from .rollout import RolloutStats, rollout
+from .rollout import RolloutStats, cartpole_transitions, rollout
 from .spec import Batch, Transition, TransitionSpec
 
 __all__ = ["TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
-           "ObjectPool", "measure", "rollout", "RolloutStats"]
+           "ObjectPool", "measure", "rollout", "RolloutStats", "cartpole_transitions"]
 __version__ = "0.1.0"
 
 
