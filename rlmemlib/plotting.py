@@ -103,8 +103,8 @@ def bytes_bars(values: Mapping[str, float], title: str = "Bytes per transition",
 
 
 def stacked_bytes(parts: Mapping[str, Mapping[str, float]], title: str = "Where the bytes go",
-                  ax=None):
-    """One stacked bar per layout: ``{layout: {part: bytes}}``."""
+                  ax=None, xlabel: str = "bytes per transition"):
+    """One stacked bar per layout: ``{layout: {part: bytes}}``, its total printed at its end."""
     ax = new_axes(title, ax)
     layouts = list(parts)
     names: list[str] = []
@@ -118,8 +118,9 @@ def stacked_bytes(parts: Mapping[str, Mapping[str, float]], title: str = "Where 
     for i, total in enumerate(left):
         ax.text(total, i, " " + fmt_bytes(total), va="center", fontsize=9)
     ax.invert_yaxis()
+    ax.set_xlim(0, max(left) * 1.18)  # room for the totals printed after the bars
     bytes_axis(ax.xaxis)
-    ax.set_xlabel("bytes per transition")
+    ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return ax
