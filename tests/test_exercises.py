@@ -125,8 +125,17 @@ def test_ellipsis_in_an_index_or_docstring_is_not_a_gap():
         def add(self, x):
             return ...
 
+    class Step:
+        def __init__(self, episode):
+            self.episode_ref = episode
+
+        @property
+        def episode(self):
+            return ...
+
     assert not checks.is_unfinished(f)
     assert checks.is_unfinished(Ring)
+    assert checks.is_unfinished(Step)  # a gap in a property counts too
 
 
 def test_working_falls_back_and_says_so(capsys):

@@ -64,9 +64,13 @@ def is_unfinished(obj) -> bool:
     ``...`` inside an index (``arr[..., 0]``) and in docstrings does not count.
     """
     if inspect.isclass(obj):
-        methods = [v for v in vars(obj).values()
-                   if inspect.isfunction(getattr(v, "__func__", v))]
-        return any(is_unfinished(getattr(m, "__func__", m)) for m in methods)
+        functions = []
+        for value in vars(obj).values():
+            if isinstance(value, property):  # a property's getter, setter and deleter
+                functions += [f for f in (value.fget, value.fset, value.fdel) if f is not None]
+            elif inspect.isfunction(getattr(value, "__func__", value)):  # methods, static, class
+                functions.append(getattr(value, "__func__", value))
+        return any(is_unfinished(f) for f in functions)
     src = _source(obj)
     if src is None:
         return obj is Ellipsis
