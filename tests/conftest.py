@@ -6,14 +6,12 @@ folder are not affected.
 
 from __future__ import annotations
 
-import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import rlmemlib as rm
-
-os.environ["RLMEMLIB_PROGRESS"] = "0"
 
 # One factory per memory kind, all called as make(capacity, spec).
 MEMORY_KINDS = {
@@ -64,12 +62,7 @@ def batch_rows(batch: rm.Batch, spec: rm.TransitionSpec) -> list:
 @pytest.fixture(scope="session")
 def helpers():
     """The comparison helpers above, for test modules (a conftest is not imported directly)."""
-    class H:
-        pass
-
-    h = H()
-    h.canon, h.contents, h.batch_rows, h.kinds = canon, contents, batch_rows, MEMORY_KINDS
-    return h
+    return SimpleNamespace(canon=canon, contents=contents, batch_rows=batch_rows, kinds=MEMORY_KINDS)
 
 
 @pytest.fixture(params=list(MEMORY_KINDS), ids=list(MEMORY_KINDS))

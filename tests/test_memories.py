@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import tracemalloc
 from contextlib import contextmanager
 
@@ -415,7 +414,7 @@ def test_sample_out_of_the_wrong_size_or_type(kind, cartpole_spec, helpers):
     assert mem.sample(8, rng, out=out) is out
     with pytest.raises(ValueError, match=r"expected shape \(4, 4\)"):
         mem.sample(4, rng, out=out)  # the same arrays as last time, but the wrong size
-    for bad in ("x", None.__class__, dict(out.__dict__), tuple(out)):
+    for bad in ("x", object(), dict(out.__dict__), tuple(out)):
         with pytest.raises(TypeError, match=r"out must be a Batch \(spec.empty_batch\(8\)\), got"):
             mem.sample(8, rng, out=bad)
     other = rm.TransitionSpec((4,), np.float64, (), np.uint8).empty_batch(8)
@@ -684,7 +683,7 @@ def test_object_pool_bad_arguments(factory, size, exc, match):
 def test_object_pool_with_size_zero_makes_on_demand():
     pool = rm.ObjectPool(lambda: np.zeros(4))
     assert (pool.created, pool.available) == (0, 0)
-    a = pool.acquire()
+    pool.acquire()
     assert pool.created == 1 and pool.in_use == 1
 
 

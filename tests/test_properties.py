@@ -169,6 +169,14 @@ def test_every_memory_holds_exactly_the_last_transitions(capacity, ops_list, hel
     run(ops_list, capacity, helpers.kinds, helpers.canon, helpers.contents, helpers.batch_rows)
 
 
+@pytest.mark.slow
+@settings(PROPERTY, max_examples=5000)
+@given(capacity=capacities, ops_list=ops)
+def test_every_memory_holds_exactly_the_last_transitions_long(capacity, ops_list, helpers):
+    """The same property with a far larger budget: ``pytest -m slow tests/test_properties.py``."""
+    run(ops_list, capacity, helpers.kinds, helpers.canon, helpers.contents, helpers.batch_rows)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_long_random_runs_against_the_reference(seed, helpers):
     """Long runs hypothesis does not reach in its budget: wide capacities, thousands of adds,
