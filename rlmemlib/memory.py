@@ -90,6 +90,30 @@ class _Memory:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(len={self._len}, capacity={self._capacity})"
 
+    def save(self, path):
+        """Write this memory to ``path`` (a numpy ``.npz`` file) atomically; returns the path.
+
+        See :mod:`rlmemlib.persist`: no pickle, a temporary file renamed over the target.
+        """
+        from .persist import save
+
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a memory saved by ``save``, checked; a ``ValueError`` names any problem.
+
+        >>> import tempfile, pathlib, numpy as np
+        >>> pool = CircularPool(4, TransitionSpec((2,), np.float32, (), np.uint8))
+        >>> pool.add(np.zeros(2, np.float32), 1, 1.0, np.ones(2, np.float32), False, False)
+        >>> path = pool.save(pathlib.Path(tempfile.mkdtemp()) / "pool.npz")
+        >>> CircularPool.load(path)[0].next_obs
+        array([1., 1.], dtype=float32)
+        """
+        from .persist import load
+
+        return load(cls, path)
+
 
 def _owned(value):
     """A scalar field as a numpy scalar, an array field as a copy that later writes cannot change."""
@@ -239,7 +263,9 @@ class CircularPool(_Memory):
         # Shared: one spare row, so the newest transition's next_obs has a row of its own.
         rows = self._rows = self._capacity + 1 if self.share_next_obs else self._capacity
         self.obs = np.zeros((rows, *spec.obs_shape), spec.obs_dtype)
-        self.next_obs = None if self.share_next_obs else np.zeros_like(self.obs)
+        # np.zeros, not zeros_like: zeros_like writes every page, zeros leaves them untouched
+        # (not resident) until a row is written.
+        self.next_obs = None if self.share_next_obs else np.zeros(self.obs.shape, self.obs.dtype)
         self.action = np.zeros((rows, *spec.action_shape), spec.action_dtype)
         self.reward = np.zeros(rows, spec.reward_dtype)
         self.flags = np.zeros(rows, np.uint8)
@@ -426,8 +452,8 @@ class _FinalStore:
                 self.obs[:self.count] = self.obs[self.head:end]
                 self.seq[:self.count] = self.seq[self.head:end]
             else:          # full: double
-                self.obs = np.concatenate([self.obs, np.zeros_like(self.obs)])
-                self.seq = np.concatenate([self.seq, np.zeros_like(self.seq)])
+                self.obs = np.concatenate([self.obs, np.zeros(self.obs.shape, self.obs.dtype)])
+                self.seq = np.concatenate([self.seq, np.zeros(self.seq.shape, self.seq.dtype)])
             self.head, end = 0, self.count
         self.obs[end] = obs
         self.seq[end] = seq
