@@ -1,0 +1,257 @@
+"""The numpy DQN of rlmemlib.agent: its gradient, its optimiser, its determinism on every memory,
+its errors, and that it solves CartPole-v1 for several seeds."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import rlmemlib as rm
+from rlmemlib.agent import (Adam, DQNAgent, DQNConfig, QNetwork, evaluate, replay, replay_traced,
+                            td_loss_grad, td_targets, train)
+
+SOLVED = 195.0  # CartPole-v1: mean return over 20 greedy evaluation episodes
+SMALL = DQNConfig(hidden=16, batch_size=16, learning_starts=200, target_every=100,
+                  eps_decay_steps=1000)
+
+
+@pytest.fixture
+def env():
+    env = gym.make("CartPole-v1")
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def spec(env):
+    return rm.TransitionSpec.from_env(env)
+
+
+# ---------------------------------------------------------------------- gradient
+def _numeric_grads(net, obs, action, y, huber, eps=1e-6):
+    grads = []
+    for p in net.params:
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + eps
+            up = td_loss_grad(net, obs, action, y, huber)[0]
+            p[i] = old - eps
+            down = td_loss_grad(net, obs, action, y, huber)[0]
+            p[i] = old
+            g[i] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("huber", [None, 0.5])
+def test_gradient_matches_finite_differences(huber):
+    rng = np.random.default_rng(0)
+    net = QNetwork(3, 2, hidden=6, rng=rng)
+    net.b1 += rng.normal(0, 0.1, 6)  # biases away from zero, so they are checked too
+    net.b2 += rng.normal(0, 0.1, 2)
+    obs = rng.normal(size=(9, 3))
+    action = rng.integers(0, 2, 9)
+    y = rng.normal(0, 1.5, 9)
+    if huber is not None:  # both pieces of the Huber loss are exercised
+        delta = net.q_values(obs)[np.arange(9), action] - y
+        assert (np.abs(delta) < huber).any() and (np.abs(delta) > huber).any()
+    _, grads = td_loss_grad(net, obs, action, y, huber)
+    for name, g, num in zip(("w1", "b1", "w2", "b2"), grads, _numeric_grads(net, obs, action, y, huber)):
+        assert np.allclose(g, num, rtol=1e-5, atol=1e-8), f"gradient of {name} is wrong"
+
+
+def test_targets_bootstrap_unless_terminated():
+    rng = np.random.default_rng(1)
+    net = QNetwork(4, 2, hidden=8, rng=rng)
+    next_obs = rng.normal(size=(2, 4))
+    reward = np.array([1.0, 1.0])
+    y = td_targets(net, net, reward, next_obs, np.array([0.0, 1.0]), gamma=0.9, double=False)
+    assert y[1] == 1.0  # terminated: the reward alone
+    assert y[0] == 1.0 + 0.9 * net.q_values(next_obs[0]).max()
+
+
+def _batch(terminated=False, truncated=False, n=8):
+    rng = np.random.default_rng(2)
+    return rm.Batch(obs=rng.normal(size=(n, 4)).astype(np.float32),
+                    action=rng.integers(0, 2, n).astype(np.uint8),
+                    reward=np.ones(n, np.float32),
+                    next_obs=rng.normal(size=(n, 4)).astype(np.float32),
+                    terminated=np.full(n, terminated), truncated=np.full(n, truncated))
+
+
+def test_learning_cuts_the_bootstrap_on_terminated_not_truncated():
+    plain, trunc, term = (DQNAgent(4, 2, SMALL, seed=0) for _ in range(3))
+    plain.learn(_batch())
+    trunc.learn(_batch(truncated=True))
+    term.learn(_batch(terminated=True))
+    assert all(np.array_equal(a, b) for a, b in zip(plain.net.params, trunc.net.params))
+    assert not np.array_equal(plain.net.w2, term.net.w2)
+
+
+# ---------------------------------------------------------------------- optimiser, target
+def test_adam_matches_the_textbook_form():
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=5)
+    mine = p.copy()
+    opt = Adam((mine,), lr=0.01, eps=0.0)  # with eps=0 the two forms are the same algebra
+    m = v = np.zeros(5)
+    for t in range(1, 21):
+        g = np.sin(np.arange(5) + t)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        p = p - 0.01 * (m / (1 - 0.9**t)) / np.sqrt(v / (1 - 0.999**t))
+        opt.step((g.copy(),))
+    assert np.allclose(mine, p, rtol=1e-12, atol=1e-12)
+
+
+def test_adam_minimises_a_quadratic():
+    p = np.array([5.0, -3.0])
+    opt = Adam((p,), lr=0.05)
+    for _ in range(2000):
+        opt.step((2 * (p - np.array([1.0, 2.0])),))
+    assert np.allclose(p, [1.0, 2.0], atol=1e-3)
+
+
+def test_target_update_is_polyak_and_hard_copy_at_tau_one():
+    rng = np.random.default_rng(4)
+    a, b = QNetwork(4, 2, 8, rng), QNetwork(4, 2, 8, rng)
+    w_a, w_b = a.w1.copy(), b.w1.copy()
+    a.copy_from(b, tau=0.25)
+    assert np.allclose(a.w1, 0.75 * w_a + 0.25 * w_b)
+    a.copy_from(b)
+    assert all(np.array_equal(x, y) for x, y in zip(a.params, b.params))
+    b.w1 += 1.0
+    assert not np.array_equal(a.w1, b.w1)  # a copy, not a shared array
+
+
+# ---------------------------------------------------------------------- determinism
+def test_same_seed_same_weights_other_seed_other_weights(env, spec):
+    runs = [train(env, rm.CircularPool(2000, spec), 1500, seed=s, config=SMALL) for s in (3, 3, 4)]
+    assert runs[0].same_learning(runs[1])
+    assert not runs[0].same_learning(runs[2])
+
+
+def test_every_memory_trains_identically(env, spec):
+    capacity, steps = 700, 1500  # smaller than the run: every ring wraps around
+    memories = {
+        "list": rm.ListMemory(capacity),  # no spec: it keeps int64 actions, the agent casts
+        "pool": rm.CircularPool(capacity, spec),
+        "shared pool": rm.CircularPool(capacity, spec, share_next_obs=True),
+        "recycling": rm.RecyclingMemory(capacity, spec),
+    }
+    runs = {name: train(env, mem, steps, seed=5, config=SMALL) for name, mem in memories.items()}
+    rng = np.random.default_rng(0)
+    assert memories["list"].sample(4, rng).action.dtype != memories["pool"].sample(4, rng).action.dtype
+    first = runs["list"]
+    assert len(first.episode_returns) > 10
+    for name, run in runs.items():
+        assert run.same_learning(first), f"{name} learned differently from the list memory"
+
+
+class _OtherRule(rm.ListMemory):
+    """A memory that breaks the shared sampling rule (it draws the mirror indices)."""
+
+    def _sample_indices(self, batch_size, rng):
+        return len(self) - 1 - super()._sample_indices(batch_size, rng)
+
+
+def test_a_memory_with_another_sampling_rule_learns_differently(env):
+    same = train(env, rm.ListMemory(), 1200, seed=5, config=SMALL)
+    other = train(env, _OtherRule(), 1200, seed=5, config=SMALL)
+    assert not same.same_learning(other)
+
+
+def test_replay_gives_the_memory_the_same_transitions(env, spec):
+    trained = rm.CircularPool(600, spec, share_next_obs=True)
+    run = train(env, trained, 900, seed=6, config=SMALL)
+    replayed, curve = replay_traced(env, lambda: rm.CircularPool(600, spec, share_next_obs=True),
+                                    run, "pool", record_every=300)
+    assert curve.steps == [300, 600, 900]
+    assert len(replayed) == len(trained)
+    for i in (0, 1, 250, -2, -1):
+        for got, want in zip(replayed[i], trained[i]):
+            assert np.array_equal(got, want)
+
+
+def test_replay_refuses_another_experience(env, spec):
+    run = train(env, rm.ListMemory(), 400, seed=7, config=SMALL)
+    run.episode_ends[0] += 1
+    with pytest.raises(ValueError, match="diverged"):
+        replay(env, rm.ListMemory(), run)
+
+
+def test_train_records_memory_against_steps_under_tracemalloc(env):
+    curve = rm.measure.MemoryCurve()
+    with rm.measure.traced(count_blocks=False):
+        curve.zero_here()
+        train(env, rm.ListMemory(), 600, seed=0, config=SMALL, curve=curve, record_every=200)
+    assert curve.steps == [200, 400, 600]
+    assert curve.traced[0] < curve.traced[1] < curve.traced[2]  # a list memory grows
+
+
+# ---------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"gamma": 1.5}, ValueError, "gamma must be in [0, 1]"),
+    ({"lr": 0.0}, ValueError, "lr must be above 0"),
+    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
+    ({"hidden": 2.5}, TypeError, "hidden must be an int"),
+    ({"tau": 0.0}, ValueError, "tau must be above 0"),
+    ({"huber": -1.0}, ValueError, "huber must be above 0"),
+    ({"eps_end": "low"}, TypeError, "eps_end must be a number"),
+])
+def test_bad_config_is_refused(kwargs, error, words):
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        DQNConfig(**kwargs)
+
+
+def test_bad_training_arguments_are_refused(env, spec):
+    with pytest.raises(ValueError, match="steps must be an int >= 0"):
+        train(env, rm.ListMemory(), -1)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        train(env, rm.ListMemory(), 10.5)
+    with pytest.raises(TypeError, match=r"add\(\) and sample\(\)"):
+        train(env, [], 10)
+    with pytest.raises(TypeError, match="config must be a DQNConfig"):
+        train(env, rm.ListMemory(), 10, config={"lr": 1e-3})
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        train(env, rm.ListMemory(), 10, seed=-1)
+    full = rm.CircularPool(10, spec)
+    full.add(np.zeros(4, np.float32), 0, 1.0, np.zeros(4, np.float32), False, False)
+    with pytest.raises(ValueError, match="must be empty"):
+        train(env, full, 10)
+    assert len(full) == 1
+
+
+def test_continuous_actions_are_refused():
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(TypeError, match="Discrete"):
+        train(env, rm.ListMemory(), 10)
+
+
+def test_evaluate_refuses_no_episodes(env):
+    with pytest.raises(ValueError, match="episodes must be an int >= 1"):
+        evaluate(DQNAgent(4, 2, SMALL), env, episodes=0)
+
+
+# ---------------------------------------------------------------------- solving CartPole
+STEPS = 20_000
+
+
+def _solve(seed: int) -> float:
+    env = gym.make("CartPole-v1")
+    spec = rm.TransitionSpec.from_env(env)
+    run = train(env, rm.CircularPool(STEPS, spec), STEPS, seed=seed)
+    return float(evaluate(run.agent, env, episodes=20).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_agent_solves_cartpole(seed):
+    assert _solve(seed) >= SOLVED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 16))
+def test_default_agent_solves_cartpole_more_seeds(seed):
+    assert _solve(seed) >= SOLVED
