@@ -87,6 +87,18 @@ class _Memory:
         n = self._check_sample(batch_size, rng)
         return rng.integers(0, self._len, size=n)
 
+    def _out_batch(self, out, n: int) -> Batch:
+        if out is None:
+            return self.spec.empty_batch(n)
+        arrays = self._out_ok
+        if (arrays and isinstance(out, Batch) and out.obs is arrays[0] and out.action is arrays[1]
+                and out.reward is arrays[2] and out.next_obs is arrays[3] and out.terminated is arrays[4]
+                and out.truncated is arrays[5] and len(out.reward) == n):
+            return out  # the same arrays as last time: already checked
+        _check_out(out, self.spec, n)
+        self._out_ok = tuple(out)
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(len={self._len}, capacity={self._capacity})"
 
@@ -269,7 +281,9 @@ class CircularPool(_Memory):
         self.action = np.zeros((rows, *spec.action_shape), spec.action_dtype)
         self.reward = np.zeros(rows, spec.reward_dtype)
         self.flags = np.zeros(rows, np.uint8)
-        self._finals = _FinalStore(spec) if self.share_next_obs else None
+        # The side store starts small (a row per 64 transitions, at most 16) and doubles as needed.
+        self._finals = (_FinalStore(spec, min(16, self._capacity // 64 + 1))
+                        if self.share_next_obs else None)
         self._lut_term = np.array([bool(f & TERMINATED) for f in range(8)])
         self._lut_trunc = np.array([bool(f & TRUNCATED) for f in range(8)])
         # Constants of the fast path in add().
@@ -279,11 +293,16 @@ class CircularPool(_Memory):
         self._action_high = spec.action_high if scalar_int else 0
         self._reward_max = float(np.finfo(spec.reward_dtype).max)
         self._out_ok: tuple = ()  # the arrays of the last `out` batch that passed the checks
+        # Writers for the scalar fields: a memoryview stores a Python number faster than numpy
+        # indexing does (array-valued actions keep the numpy array).
+        self._action_w = memoryview(self.action) if spec.action_shape == () else self.action
+        self._reward_w = memoryview(self.reward)
+        self._flags_w = memoryview(self.flags)
         self.clear()
 
     def clear(self) -> None:
         """Forget every transition; the arrays stay allocated for reuse."""
-        self._start = 0   # row of the oldest transition
+        self._pos = 0     # row the next transition goes to
         self._len = 0
         self._added = 0   # transitions added since the last clear (sequence numbers)
         if self._finals is not None:
@@ -296,8 +315,13 @@ class CircularPool(_Memory):
         total = sum(a.nbytes for a in arrays if a is not None)
         return total + (self._finals.nbytes if self._finals is not None else 0)
 
+    @property
+    def _start(self) -> int:
+        """Row of the oldest transition (derived: the cursor minus the length, around the ring)."""
+        return (self._pos - self._len) % self._rows
+
     def _row(self, j: int) -> int:
-        return (self._start + j) % self._rows
+        return (self._pos - self._len + j) % self._rows
 
     # ------------------------------------------------------------------ add
     def add(self, obs, action, reward, next_obs, terminated, truncated) -> None:
@@ -305,32 +329,30 @@ class CircularPool(_Memory):
         # Fast path: arrays of the right shape and dtype, a Python int action inside the space,
         # a finite Python float reward, bool flags. Anything else takes the checked path.
         # Everything is checked before anything is written.
-        if (type(obs) is _ndarray and obs.dtype is self._obs_dtype and obs.shape == self._obs_shape
-                and type(next_obs) is _ndarray and next_obs.dtype is self._obs_dtype
-                and next_obs.shape == self._obs_shape
+        dtype, shape = self._obs_dtype, self._obs_shape
+        if (type(obs) is _ndarray and type(next_obs) is _ndarray
+                and obs.dtype is dtype and next_obs.dtype is dtype
+                and obs.shape == shape and next_obs.shape == shape
                 and type(action) is int and self._action_low <= action <= self._action_high
                 and type(reward) is float and -self._reward_max <= reward <= self._reward_max
-                and (terminated is True or terminated is False)
-                and (truncated is True or truncated is False)):
+                and (terminated is False or terminated is True)
+                and (truncated is False or truncated is True)):
             flag = (TERMINATED if terminated else 0) | (TRUNCATED if truncated else 0)
         else:
             obs, action, reward, next_obs, flag = self._checked(obs, action, reward, next_obs,
                                                                 terminated, truncated)
-        row = self._start + self._len
-        if row >= self._rows:
-            row -= self._rows
+        row = self._pos
         if self.share_next_obs:
             self._add_shared(row, obs, next_obs)
         else:
             self.obs[row] = obs
             self.next_obs[row] = next_obs
-            if self._len == self._capacity:  # row was the oldest: it is gone now
-                self._start = self._start + 1 if self._start + 1 < self._rows else 0
-            else:
-                self._len += 1
-        self.action[row] = action
-        self.reward[row] = reward
-        self.flags[row] = flag
+        self._action_w[row] = action
+        self._reward_w[row] = reward
+        self._flags_w[row] = flag
+        self._pos = row + 1 if row + 1 < self._rows else 0
+        if self._len < self._capacity:
+            self._len += 1  # once full, the row just written was the oldest: it is gone now
         self._added += 1
 
     def _checked(self, obs, action, reward, next_obs, terminated, truncated):
@@ -356,12 +378,8 @@ class CircularPool(_Memory):
             self.flags[row - 1] |= FINAL_ELSEWHERE  # row - 1 is the newest (-1 wraps to the end)
             self.obs[row] = obs
         nxt = row + 1 if row + 1 < self._rows else 0
-        if self._len == self._capacity:  # nxt is the oldest row: evict it
-            if self.flags[nxt] & FINAL_ELSEWHERE:
-                self._finals.pop_oldest()
-            self._start = nxt + 1 if nxt + 1 < self._rows else 0
-        else:
-            self._len += 1
+        if self._len == self._capacity and self._flags_w[nxt] & FINAL_ELSEWHERE:
+            self._finals.pop_oldest()  # nxt holds the oldest transition, which is evicted now
         self.obs[nxt] = next_obs
 
     # ------------------------------------------------------------------ read
@@ -380,18 +398,6 @@ class CircularPool(_Memory):
             return self._finals.get(self._added - self._len + j)
         return self.obs[(row + 1) % self._rows]
 
-    def _out_batch(self, out, n: int) -> Batch:
-        if out is None:
-            return self.spec.empty_batch(n)
-        arrays = self._out_ok
-        if (arrays and isinstance(out, Batch) and out.obs is arrays[0] and out.action is arrays[1]
-                and out.reward is arrays[2] and out.next_obs is arrays[3] and out.terminated is arrays[4]
-                and out.truncated is arrays[5] and len(out.reward) == n):
-            return out  # the same arrays as last time: already checked
-        _check_out(out, self.spec, n)
-        self._out_ok = tuple(out)
-        return out
-
     def sample(self, batch_size, rng, out: Batch | None = None) -> Batch:
         """A batch of ``batch_size`` transitions, written into ``out`` when given.
 
@@ -402,7 +408,8 @@ class CircularPool(_Memory):
         out = self._out_batch(out, n)  # checked before the generator moves: a refusal draws nothing
         idx = rng.integers(0, self._len, size=n)
         # Logical index -> row is (start + i) mod rows: take(mode="wrap") does the mod for free.
-        rows = idx + self._start if self._start else idx
+        start = self._start
+        rows = idx + start if start else idx
         self.obs.take(rows, axis=0, out=out.obs, mode="wrap")
         self.action.take(rows, axis=0, out=out.action, mode="wrap")
         self.reward.take(rows, out=out.reward, mode="wrap")
@@ -564,7 +571,8 @@ class RecyclingMemory(_Memory):
         self.spec = _check_spec(spec)
         dtype = spec.record_dtype
         self.records: list[np.ndarray] = [np.zeros((), dtype) for _ in range(self._capacity)]
-        self._gather: dict[int, np.ndarray] = {}  # batch size -> reused structured scratch rows
+        self._gather = np.zeros(0, spec.record_dtype)  # scratch rows for the last batch size
+        self._out_ok: tuple = ()
         self.clear()
 
     def clear(self) -> None:
@@ -603,11 +611,11 @@ class RecyclingMemory(_Memory):
     def sample(self, batch_size, rng, out: Batch | None = None) -> Batch:
         """A batch of ``batch_size`` transitions, copied record by record into ``out``."""
         n = self._check_sample(batch_size, rng)
-        out = self.spec.empty_batch(n) if out is None else _check_out(out, self.spec, n)
+        out = self._out_batch(out, n)
         idx = rng.integers(0, self._len, size=n)
-        rows = self._gather.get(n)
-        if rows is None:
-            rows = self._gather[n] = np.zeros(n, self.spec.record_dtype)
+        rows = self._gather
+        if len(rows) != n:
+            rows = self._gather = np.zeros(n, self.spec.record_dtype)
         records, start, cap = self.records, self._start, self._capacity
         for k, i in enumerate(idx.tolist()):
             rows[k] = records[(start + i) % cap]

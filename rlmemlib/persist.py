@@ -244,7 +244,7 @@ def _build_pool(cls, spec, meta, arrays, path):
         _restore_finals(pool, arrays, got["flags"], start, length, added, path)
     for name, arr in got.items():
         getattr(pool, name)[...] = arr
-    pool._start, pool._len, pool._added = start, length, added
+    pool._pos, pool._len, pool._added = (start + length) % rows, length, added
     return pool
 
 

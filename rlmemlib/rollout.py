@@ -7,6 +7,7 @@ deterministic (tests and the command that regenerates notebooks set ``RLMEMLIB_P
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,11 +27,32 @@ def progress(total: int, desc: str = "", enabled: bool | None = None):
         enabled = progress_enabled()
     if not enabled:
         return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency; this only guards odd installs
-        return _NoBar()
-    return tqdm(total=total, desc=desc, leave=False, mininterval=0.2)
+    return _tqdm()(total=total, desc=desc, leave=False, mininterval=0.2, file=sys.stdout)
+
+
+_TQDM = None
+
+
+def _tqdm():
+    """tqdm's class, set up once so that a bar allocates nothing lasting inside a measurement.
+
+    The plain text bar, written to stdout (JupyterLab redraws it in place): a notebook widget
+    bar would leave tens of kilobytes of widget state behind in the kernel after every run.
+    """
+    global _TQDM
+    if _TQDM is None:
+        from tqdm.std import tqdm
+
+        tqdm.monitor_interval = 0  # no monitor thread: it would allocate in every measured block
+        tqdm(total=1, disable=True).close()  # tqdm makes its class-wide locks on the first bar
+        _TQDM = tqdm
+    return _TQDM
+
+
+if progress_enabled():
+    # Import tqdm now, with rlmemlib, not at the first rollout: that one is
+    # often inside a lesson's tracemalloc measurement, which the import would inflate.
+    _tqdm()
 
 
 class _NoBar:
