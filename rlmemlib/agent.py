@@ -286,8 +286,8 @@ class DQNAgent:
     """An online Q-network, its target copy, Adam, and epsilon-greedy action selection.
 
     >>> agent = DQNAgent(4, 2, DQNConfig(hidden=8), seed=0)
-    >>> agent.greedy(np.zeros(4, np.float32)) in (0, 1)
-    True
+    >>> agent.greedy(np.zeros(4, np.float32)) in (0, 1), agent.nbytes  # 4 copies of 58 numbers
+    (True, 1856)
     """
 
     def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig | None = None, seed: int = 0):
@@ -302,6 +302,12 @@ class DQNAgent:
         self.explore_rng = np.random.default_rng(explore)  # epsilon-greedy coin flips and actions
         self.sample_rng = np.random.default_rng(sample)    # the memory's batch indices
         self.updates = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the agent's arrays: the weights, their target copy and Adam's two moments."""
+        arrays = (*self.net.params, *self.target.params, *self.opt.m, *self.opt.v)
+        return sum(a.nbytes for a in arrays)
 
     def greedy(self, obs) -> int:
         """The action with the highest Q-value (the first one on a tie)."""
@@ -483,8 +489,9 @@ def replay(env, memory, run: TrainResult, curve: MemoryCurve | None = None,
 
     The environment is reset with the run's seed and stepped with the run's actions, so
     ``memory`` receives the very transitions (and the same sharing of observation arrays) that
-    it received in training. ``curve.record(step)`` runs every ``record_every`` steps. A
-    ``ValueError`` says so if an episode ends at another step than in the run (another env).
+    it received in training. ``curve.record(step)`` runs at step 0 and every ``record_every``
+    steps. A ``ValueError`` says so if an episode ends at another step than in the run (another
+    environment, or another seed).
 
     >>> import gymnasium as gym, rlmemlib as rm
     >>> env = gym.make("CartPole-v1")
@@ -495,6 +502,8 @@ def replay(env, memory, run: TrainResult, curve: MemoryCurve | None = None,
     """
     _check_memory(memory)
     _check_int(record_every, "record_every", 1)
+    if curve is not None:
+        curve.record(0)  # the memory before its first transition (a pool's arrays are all there)
     obs, _ = env.reset(seed=run.seed)
     ends = iter(run.episode_ends)
     next_end = next(ends, None)
@@ -527,7 +536,7 @@ def replay_traced(env, make_memory, run: TrainResult, label: str = "",
     >>> spec = rm.TransitionSpec.from_env(env)
     >>> pool, curve = replay_traced(env, lambda: rm.CircularPool(300, spec), run, "pool", 100)
     >>> curve.steps, curve.last >= pool.nbytes
-    ([100, 200, 300], True)
+    ([0, 100, 200, 300], True)
     """
     gc.collect()
     with traced(count_blocks=False):
@@ -580,7 +589,7 @@ def plot_dashboard(runs: Mapping[str, TrainResult], curves: Sequence[MemoryCurve
         left.plot(run.episode_ends[width - 1:], smooth, label=label, color=PALETTE[k % len(PALETTE)],
                   lw=2 + 2 * (len(runs) - 1 - k))
     left.axhline(solved, color="black", ls="--", lw=1)
-    left.text(0, solved, f" solved: {solved:g}", fontsize=9, va="bottom")
+    left.text(0, solved, f" {solved:g}: solved (greedy test)", fontsize=9, va="bottom")
     left.set_title("Return against steps")
     left.set_xlabel("steps (transitions added)")
     left.set_ylabel(f"episode return (mean of {window})")
