@@ -3,22 +3,27 @@
 Design choices:
 
 * **Network**: observation -> dense layer -> ReLU -> dense layer -> one Q-value per action.
-  Four arrays (``w1, b1, w2, b2``), all ``float64``; a few thousand parameters, so a forward
-  and backward pass on a batch takes tens of microseconds and the whole agent fits in a few KiB.
+  Four ``float64`` arrays (``w1, b1, w2, b2``): 898 parameters for CartPole with the default
+  128 hidden units, so an update on a batch of 64 takes about a hundred microseconds, and the
+  whole agent (weights, target copy, Adam's two moments) takes 28 KiB: far less than any memory.
 * **Gradient by hand**: :meth:`QNetwork.backward` is the chain rule through the two layers;
   a test checks it against finite differences.
-* **Loss**: the temporal-difference error ``Q(s, a) - (r + gamma * max_a' Q_target(s', a'))``
-  under a Huber loss (quadratic near zero, linear beyond ``huber``; ``huber=None`` gives the
-  squared error), averaged over the batch. With ``double=True`` the online network picks
-  ``a'`` and the target network scores it (Double DQN), which tempers overestimation.
+* **Loss**: the temporal-difference error ``Q(s, a) - (r + gamma * Q_target(s', a'))``, squared
+  and averaged over the batch. A Huber loss is an option (``huber=1.0``); with a reward of 1 per
+  step CartPole's Q-values climb towards 100 and a Huber loss caps each error's gradient at 1,
+  which in our runs learned too slowly to solve the task in 20,000 steps. With ``double=True``
+  the online network picks ``a'`` and the target network scores it (Double DQN).
 * **Bootstrapping stops on ``terminated`` only.** CartPole's 500-step time limit sets
   ``truncated``: the pole was still up, so the target still looks one step ahead.
-* **Optimiser**: Adam on the gradient clipped to a maximum global norm; its moment estimates are
-  updated in place, so a training step allocates only the temporaries of the passes.
+* **Optimiser**: Adam on the gradient clipped to a maximum global norm, its step size falling
+  linearly from ``lr`` to ``lr_end`` over the run, so the policy we evaluate at the end is not
+  caught in the middle of a large step. Moments are updated in place.
 * **Target network**: a second copy of the weights, moved towards the online ones every
   ``target_every`` steps by Polyak averaging with weight ``tau`` (``tau=1`` is a hard copy).
 * **Exploration**: epsilon-greedy, epsilon falling linearly from ``eps_start`` to ``eps_end``
   over the first ``eps_decay_steps`` steps.
+* **Defaults from a sweep**: on CartPole-v1, 20,000 steps and 20 greedy test episodes, all 32
+  seeds tried solved the task (mean returns from 228 to 361; 195 is the bar).
 * **Any memory**: the agent only calls ``memory.add(...)`` and ``memory.sample(batch_size, rng)``
   (with ``out=`` a reused batch when the memory accepts one). Every batch field is cast to
   ``float64`` (actions to ``intp``) before any arithmetic, so memories that store different
@@ -26,7 +31,11 @@ Design choices:
 * **Deterministic**: one seed makes the weights, the exploration stream and the sampling stream
   (three generators spawned from it) and seeds the environment's first reset. All memories share
   one sampling rule, so the same seed gives the same batches, the same weights and the same
-  returns on every memory.
+  returns on every memory. (Matrix products go through numpy's BLAS, whose last bits can differ
+  between processors; on one machine, runs are bit-identical.)
+* **Measuring the memory**: tracemalloc slows every allocation, and an update makes dozens of
+  temporary arrays. :func:`replay` feeds a fresh memory the experience of a finished run (same
+  seed, same actions, no learning), so memory against steps is traced at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -44,7 +53,8 @@ from .measure import MemoryCurve, traced
 from .rollout import progress
 
 __all__ = ["DQNConfig", "QNetwork", "Adam", "DQNAgent", "TrainResult", "train", "evaluate",
-           "epsilon_at", "replay", "replay_traced", "plot_dashboard"]
+           "epsilon_at", "td_targets", "td_loss_grad", "clip_by_global_norm", "replay",
+           "replay_traced", "plot_dashboard"]
 
 
 # ====================================================================== configuration
@@ -238,7 +248,7 @@ class Adam:
 
 
 def clip_by_global_norm(grads: tuple[np.ndarray, ...], max_norm: float | None) -> float:
-    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``; returns the norm."""
+    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``; return the norm."""
     norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))
     if max_norm is not None and norm > max_norm:
         for g in grads:
@@ -274,7 +284,8 @@ def td_loss_grad(net: QNetwork, obs: np.ndarray, action: np.ndarray, y: np.ndarr
         dloss = delta
     else:
         size = np.abs(delta)
-        loss = float(np.mean(np.where(size <= huber, 0.5 * delta * delta, huber * (size - 0.5 * huber))))
+        pieces = np.where(size <= huber, 0.5 * delta * delta, huber * (size - 0.5 * huber))
+        loss = float(np.mean(pieces))
         dloss = np.clip(delta, -huber, huber)
     dq = np.zeros_like(q)
     dq[rows, action] = dloss / len(y)  # only the Q-value of the action taken gets a gradient
@@ -290,7 +301,8 @@ class DQNAgent:
     (True, 1856)
     """
 
-    def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig | None = None, seed: int = 0):
+    def __init__(self, obs_dim: int, n_actions: int, config: DQNConfig | None = None,
+                 seed: int = 0):
         self.config = config = DQNConfig() if config is None else config
         if not isinstance(config, DQNConfig):
             raise TypeError(f"config must be a DQNConfig, got {type(config).__name__}")
@@ -586,8 +598,8 @@ def plot_dashboard(runs: Mapping[str, TrainResult], curves: Sequence[MemoryCurve
         returns = np.asarray(run.episode_returns, np.float64)
         width = min(window, len(returns)) or 1
         smooth = np.convolve(returns, np.ones(width) / width, mode="valid")
-        left.plot(run.episode_ends[width - 1:], smooth, label=label, color=PALETTE[k % len(PALETTE)],
-                  lw=2 + 2 * (len(runs) - 1 - k))
+        left.plot(run.episode_ends[width - 1:], smooth, label=label,
+                  color=PALETTE[k % len(PALETTE)], lw=2 + 2 * (len(runs) - 1 - k))
     left.axhline(solved, color="black", ls="--", lw=1)
     left.text(0, solved, f" {solved:g}: solved (greedy test)", fontsize=9, va="bottom")
     left.set_title("Return against steps")

@@ -58,7 +58,8 @@ def test_gradient_matches_finite_differences(huber):
         delta = net.q_values(obs)[np.arange(9), action] - y
         assert (np.abs(delta) < huber).any() and (np.abs(delta) > huber).any()
     _, grads = td_loss_grad(net, obs, action, y, huber)
-    for name, g, num in zip(("w1", "b1", "w2", "b2"), grads, _numeric_grads(net, obs, action, y, huber)):
+    numeric = _numeric_grads(net, obs, action, y, huber)
+    for name, g, num in zip(("w1", "b1", "w2", "b2"), grads, numeric):
         assert np.allclose(g, num, rtol=1e-5, atol=1e-8), f"gradient of {name} is wrong"
 
 
@@ -143,7 +144,8 @@ def test_every_memory_trains_identically(env, spec):
     }
     runs = {name: train(env, mem, steps, seed=5, config=SMALL) for name, mem in memories.items()}
     rng = np.random.default_rng(0)
-    assert memories["list"].sample(4, rng).action.dtype != memories["pool"].sample(4, rng).action.dtype
+    list_actions = memories["list"].sample(4, rng).action
+    assert list_actions.dtype != memories["pool"].sample(4, rng).action.dtype
     first = runs["list"]
     assert len(first.episode_returns) > 10
     for name, run in runs.items():
@@ -151,10 +153,11 @@ def test_every_memory_trains_identically(env, spec):
 
 
 class _OtherRule(rm.ListMemory):
-    """A memory that breaks the shared sampling rule (it draws the mirror indices)."""
+    """A memory that breaks the shared sampling rule: one extra draw before every batch."""
 
-    def _sample_indices(self, batch_size, rng):
-        return len(self) - 1 - super()._sample_indices(batch_size, rng)
+    def sample(self, batch_size, rng):
+        rng.integers(0, 2)
+        return super().sample(batch_size, rng)
 
 
 def test_a_memory_with_another_sampling_rule_learns_differently(env):
