@@ -12,14 +12,14 @@ from .memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
 from .rollout import RolloutStats, cartpole_transitions, rollout
 from .spec import Batch, Transition, TransitionSpec
 
-__all__ = ["TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
+__all__ = ["agent", "plotting", "TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
            "ObjectPool", "measure", "rollout", "RolloutStats", "cartpole_transitions"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
     # Submodules that import matplotlib load on first use, so `import rlmemlib` stays light.
-    if name == "plotting":
+    if name in ("plotting", "agent"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
