@@ -304,7 +304,8 @@ class CircularPool(_Memory):
         """Forget every transition; the arrays stay allocated for reuse."""
         self._pos = 0     # row the next transition goes to
         self._len = 0
-        self._added = 0   # transitions added since the last clear (sequence numbers)
+        self._added = 0   # shared only: transitions added since the last clear (sequence numbers)
+        self._tail = None  # shared only: bytes of the newest next_obs, as the last add wrote them
         if self._finals is not None:
             self._finals.clear()
 
@@ -330,14 +331,14 @@ class CircularPool(_Memory):
         # a finite Python float reward, bool flags. Anything else takes the checked path.
         # Everything is checked before anything is written.
         dtype, shape = self._obs_dtype, self._obs_shape
-        if (type(obs) is _ndarray and type(next_obs) is _ndarray
+        if (obs.__class__ is _ndarray and next_obs.__class__ is _ndarray
                 and obs.dtype is dtype and next_obs.dtype is dtype
                 and obs.shape == shape and next_obs.shape == shape
-                and type(action) is int and self._action_low <= action <= self._action_high
-                and type(reward) is float and -self._reward_max <= reward <= self._reward_max
+                and action.__class__ is int and self._action_low <= action <= self._action_high
+                and reward.__class__ is float and -self._reward_max <= reward <= self._reward_max
                 and (terminated is False or terminated is True)
                 and (truncated is False or truncated is True)):
-            flag = (TERMINATED if terminated else 0) | (TRUNCATED if truncated else 0)
+            flag = terminated + 2 * truncated  # TERMINATED | TRUNCATED, from two checked bools
         else:
             obs, action, reward, next_obs, flag = self._checked(obs, action, reward, next_obs,
                                                                 terminated, truncated)
@@ -353,7 +354,6 @@ class CircularPool(_Memory):
         self._pos = row + 1 if row + 1 < self._rows else 0
         if self._len < self._capacity:
             self._len += 1  # once full, the row just written was the oldest: it is gone now
-        self._added += 1
 
     def _checked(self, obs, action, reward, next_obs, terminated, truncated):
         """The values cast to the pool's dtypes, or a ValueError/TypeError naming the field."""
@@ -369,9 +369,11 @@ class CircularPool(_Memory):
     def _add_shared(self, row: int, obs: np.ndarray, next_obs: np.ndarray) -> None:
         # Invariant: while the pool is not empty, row `row` (one past the newest) holds the
         # newest transition's next_obs.
+        # `_tail` keeps the bytes written there by the last add (None after clear or load).
+        tail = self._tail
         if not self._len:
             self.obs[row] = obs
-        elif self.obs[row].tobytes() != obs.tobytes():
+        elif (self.obs[row].tobytes() if tail is None else tail) != obs.tobytes():
             # The chain breaks (an episode ended): move the newest next_obs to the side store
             # before this obs overwrites it.
             self._finals.push(self._added - 1, self.obs[row])
@@ -381,6 +383,8 @@ class CircularPool(_Memory):
         if self._len == self._capacity and self._flags_w[nxt] & FINAL_ELSEWHERE:
             self._finals.pop_oldest()  # nxt holds the oldest transition, which is evicted now
         self.obs[nxt] = next_obs
+        self._tail = next_obs.tobytes()
+        self._added += 1  # sequence numbers name the owners of final observations
 
     # ------------------------------------------------------------------ read
     def __getitem__(self, i) -> Transition:

@@ -100,7 +100,7 @@ def _pool_arrays(pool):
     if pool.next_obs is not None:
         arrays["next_obs"] = pool.next_obs
     state = {"share_next_obs": pool.share_next_obs, "len": pool._len, "start": pool._start,
-             "added": pool._added}
+             "added": pool._added if pool.share_next_obs else pool._len}
     if pool.share_next_obs:
         finals = pool._finals
         live = slice(finals.head, finals.head + finals.count)
