@@ -793,16 +793,17 @@ README_END = "<!-- end of latest full run -->"
 
 
 def update_readme(table: str) -> None:
-    readme = HERE / "README.md"
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        return
-    before, rest = text.split(README_BEGIN, 1)
-    _, after = rest.split(README_END, 1)
+    """Write the table between the markers of bench/README.md and of the course's README.md."""
     body = table.split("\n", 1)[1].strip()  # drop the file's own title line
-    readme.write_text(f"{before}{README_BEGIN}\n{body}\n{README_END}{after}")
+    for readme in (HERE / "README.md", HERE.parent / "README.md"):
+        if not readme.exists():
+            continue
+        text = readme.read_text()
+        if README_BEGIN not in text or README_END not in text:
+            continue
+        before, rest = text.split(README_BEGIN, 1)
+        _, after = rest.split(README_END, 1)
+        readme.write_text(f"{before}{README_BEGIN}\n{body}\n{README_END}{after}")
 
 
 # ====================================================================== main
