@@ -11,45 +11,29 @@ step of the rollout a memory returned ("mem[0] is step 3, the oldest held is ste
 
 from __future__ import annotations
 
-import functools
 import gc
 import numbers
-import sys
 
 import numpy as np
 
 from . import expect, is_unfinished, run_check, working
 from ..memory import ListMemory
-from ..rollout import cartpole_transitions
+from ._shared import cartpole_data, step_of
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
 
 # ---------------------------------------------------------------- shared helpers
-@functools.lru_cache(maxsize=1)
 def _data() -> tuple:
     """200 CartPole transitions from the seeded random agent (the same in every run)."""
-    return tuple(cartpole_transitions(200, seed=0))
-
-
-def _key(obs, next_obs) -> bytes:
-    return np.asarray(obs, np.float32).tobytes() + np.asarray(next_obs, np.float32).tobytes()
-
-
-@functools.lru_cache(maxsize=1)
-def _steps() -> dict:
-    """Step number of each transition of ``_data()``, keyed by its two observations."""
-    return {_key(t[0], t[3]): k for k, t in enumerate(_data())}
+    return cartpole_data(200)
 
 
 def _step_of(transition):
     """The step a stored transition came from, or None when it is not one of ``_data()``."""
     if not isinstance(transition, tuple) or len(transition) != 6:
         return None
-    try:
-        return _steps().get(_key(transition[0], transition[3]))
-    except (TypeError, ValueError):
-        return None
+    return step_of(transition, 200)
 
 
 def _same(a, b) -> bool:

@@ -27,47 +27,24 @@ import numpy as np
 
 from . import expect, is_unfinished, run_check, working
 from ..memory import CircularPool, ListMemory
-from ..spec import TransitionSpec
+from ._shared import cartpole_data, cartpole_spec, step_of
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 RAW_BYTES = 39  # one CartPole transition: 2 x 4 float32, a 1-byte action, a float32, 2 flags
 
 
 # ---------------------------------------------------------------- shared helpers
-@functools.lru_cache(maxsize=1)
-def _spec() -> TransitionSpec:
-    import gymnasium as gym
-
-    env = gym.make("CartPole-v1")
-    spec = TransitionSpec.from_env(env)
-    env.close()
-    return spec
+_spec = cartpole_spec
 
 
-@functools.lru_cache(maxsize=1)
 def _data() -> tuple:
     """200 CartPole transitions from the seeded random agent (the same in every run)."""
-    from ..rollout import cartpole_transitions
-
-    return tuple(cartpole_transitions(200, seed=0))
-
-
-def _key(obs, next_obs) -> bytes:
-    return np.asarray(obs, np.float32).tobytes() + np.asarray(next_obs, np.float32).tobytes()
-
-
-@functools.lru_cache(maxsize=1)
-def _steps() -> dict:
-    """Step number of each transition of ``_data()``, keyed by its two observations."""
-    return {_key(t[0], t[3]): k for k, t in enumerate(_data())}
+    return cartpole_data(200)
 
 
 def _step_of(transition):
     """The step a stored transition came from, or None when it is not one of ``_data()``."""
-    try:
-        return _steps().get(_key(transition[0], transition[3]))
-    except (TypeError, ValueError, IndexError):
-        return None
+    return step_of(transition, 200)
 
 
 def _what(step) -> str:

@@ -16,31 +16,18 @@ import numpy as np
 from . import CheckFailed, expect, is_unfinished, run_check, working
 from ..measure import traced
 from ..memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
-from ..spec import Batch, TransitionSpec
+from ._shared import cartpole_data, cartpole_spec, same_transition
+from ..spec import Batch
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
 
-@functools.lru_cache(maxsize=1)
-def _spec() -> TransitionSpec:
-    import gymnasium as gym
-
-    env = gym.make("CartPole-v1")
-    spec = TransitionSpec.from_env(env)
-    env.close()
-    return spec
+_spec, _same = cartpole_spec, same_transition
 
 
-@functools.lru_cache(maxsize=1)
 def _data() -> tuple:
-    from ..rollout import cartpole_transitions
-
-    return tuple(cartpole_transitions(3_000, seed=0))
-
-
-def _same(a, b) -> bool:
-    """Two transitions (six values each) equal field by field."""
-    return all(np.array_equal(x, y) for x, y in zip(a, b))
+    """3,000 CartPole transitions from the seeded random agent (the same in every run)."""
+    return cartpole_data(3_000)
 
 
 # ---------------------------------------------------------------- exercise 1: blocks kept per add

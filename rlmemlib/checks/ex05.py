@@ -17,7 +17,6 @@ transitions from a seeded random policy, made once on first use.
 
 from __future__ import annotations
 
-import functools
 import gc
 import inspect
 import tracemalloc
@@ -29,31 +28,18 @@ import numpy as np
 from . import CheckFailed, expect, is_unfinished, run_check, working
 from ..measure import fmt_bytes, traced_now
 from ..memory import CircularPool
-from ..spec import Transition, TransitionSpec
+from ._shared import cartpole_data, cartpole_spec, same_transition
+from ..spec import Transition
 
 KiB, MiB = 2**10, 2**20
 
 
-@functools.lru_cache(maxsize=1)
-def _spec() -> TransitionSpec:
-    import gymnasium as gym
-
-    env = gym.make("CartPole-v1")
-    spec = TransitionSpec.from_env(env)
-    env.close()
-    return spec
+_spec, _same = cartpole_spec, same_transition
 
 
-@functools.lru_cache(maxsize=1)
 def _data() -> tuple:
-    from ..rollout import cartpole_transitions
-
-    return tuple(cartpole_transitions(5_000, seed=0))
-
-
-def _same(a, b) -> bool:
-    """Two transitions (six values each) equal field by field."""
-    return all(np.array_equal(x, y) for x, y in zip(a, b))
+    """5,000 CartPole transitions from the seeded random agent (the same in every run)."""
+    return cartpole_data(5_000)
 
 
 class _Tracing:
