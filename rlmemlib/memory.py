@@ -12,7 +12,9 @@ Design choices and their memory trade-off:
   the data. With ``share_next_obs=True`` each observation is stored once, because one step's
   ``next_obs`` is the next step's ``obs``: about half the bytes. Where that chain breaks
   (an episode ends, or any add whose ``obs`` differs from the previous ``next_obs``), the lost
-  final observation goes into a small side store, so ``next_obs`` is still exact.
+  final observation goes into a small side store, so ``next_obs`` is still exact. The two
+  flags share one byte (``flags``), so a CartPole transition takes 38 bytes, one under
+  ``spec.nbytes``, and about 23 with ``share_next_obs``.
 * :class:`RecyclingMemory` preallocates one record object per slot and overwrites records in
   place: no allocation per ``add``, but each record still pays an object header.
 * All memories share one sampling rule, ``rng.integers(0, len(mem), size=batch_size)`` over
@@ -29,10 +31,10 @@ from typing import Callable
 
 import numpy as np
 
-_ndarray = np.ndarray
-
 from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar,
                    check_batch_size)
+
+_ndarray = np.ndarray  # for the fast path's class checks
 
 __all__ = ["ListMemory", "CircularPool", "RecyclingMemory", "ObjectPool"]
 
