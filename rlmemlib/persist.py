@@ -165,6 +165,11 @@ def load(cls, path):
 def _read(path: Path):
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PK\x03\x04":  # every .npz is a zip archive; np.load would try other formats
+        raise ValueError(f"{path} is not an .npz memory file (not a zip archive)"
+                         if head else f"{path} is empty: truncated or damaged")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)

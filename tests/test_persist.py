@@ -173,11 +173,14 @@ class _Boom:
         return (Path.touch, (Path(self.marker),))
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, not a memory", b"PK\x03\x04" + b"\x00" * 40])
-def test_a_file_that_is_not_a_memory_is_refused(tmp_path, content):
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"), (b"hello, not a memory", "not a zip archive"),
+    (b"\x80\x04K\x01.", "not a zip archive"),  # a pickle is not even looked at
+    (b"PK\x03\x04" + b"\x00" * 40, "truncated or damaged")])
+def test_a_file_that_is_not_a_memory_is_refused(tmp_path, content, message):
     path = tmp_path / "x.npz"
     path.write_bytes(content)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         rm.CircularPool.load(path)
 
 
