@@ -1,0 +1,529 @@
+"""A replay memory for stacked frames: each frame stored once, stacks rebuilt when read.
+
+An Atari agent sees a stack of the last ``k`` frames (``FrameStackObservation``), and one
+step's ``next_obs`` stack shares ``k - 1`` frames with its ``obs`` stack, which is the previous
+step's ``next_obs``. A pool of stacks stores each frame ``2k`` times; this one stores it once.
+
+Design choices and their memory trade-off:
+
+* **Rows and frames.** Each transition is a row: the action, the reward, the two flags in one
+  byte, and two int32 references, to the newest frame of its ``obs`` stack and of its
+  ``next_obs`` stack. Frames live apart, in a ring of *slots*, in the order they arrived.
+* **How a stack is found.** The frames of a stack are the slots just before its newest one.
+  Each slot keeps one byte, its ``depth``: how many distinct older frames lie under it in its
+  stack (at most ``k - 1``). The stack whose newest frame is slot ``s`` holds the slots
+  ``s - min(j, depth[s])`` for ``j = k - 1, ..., 0``: where the depth runs out, the bottom frame
+  repeats. That is exactly how ``FrameStackObservation`` pads the first stack of an episode
+  (it repeats the first frame), and a stack padded with zeros stores one zero frame.
+* **Exact, verified by bytes.** ``add`` shares frames only where the bytes say so: ``obs``
+  reuses the previous transition's ``next_obs`` stack when their bytes are equal, and
+  ``next_obs`` reuses the ``k - 1`` frames of ``obs`` when they are the same bytes shifted by
+  one frame. Anything else (an episode start, a truncation, stacks that do not overlap) is
+  stored as a new stack. Nothing needs to be told where episodes end.
+* **Cost.** About one frame per transition, plus one frame per episode start (its first
+  frame), plus 9 bytes per transition of references and depths: within 1% of one frame plus
+  the scalar fields for Atari frames. The frame ring holds ``capacity + capacity // 128`` slots
+  (and a few more): room for an episode start every 128 steps. When a window holds more,
+  the ring grows by an eighth, and that copies the frames once (for a moment both copies
+  exist).
+* **Compressed** (``compress="zstd"``): each frame is compressed on its own with zstd
+  (level 1) into chunks of one big byte arena, with its position and length in two arrays:
+  no Python object per frame (a ``bytes`` object costs 33 bytes of header, and
+  zstandard's ``compress()`` returns one that keeps its whole output buffer). Chunks are
+  freed as the oldest frames leave. Reading decompresses each frame a batch needs once.
+* **Arrays are made by one method**, :meth:`FramePool._new_array`, which a subclass may
+  override to place them elsewhere (a memory-mapped file, shared memory).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .memory import _check_capacity, _check_spec, _Memory
+from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar)
+
+__all__ = ["FramePool"]
+
+TERMINATED = 1  # bits of FramePool.flags
+TRUNCATED = 2
+SAME, SLIDE = -1, -2  # plans for a next_obs stack (a new stack is planned by its first index)
+SPARE = 128  # the frame ring starts with capacity + capacity // SPARE + k + 2 slots
+COMPRESSORS = ("zstd",)
+_REF = np.int32
+_REF_MAX = np.iinfo(_REF).max
+
+
+class FramePool(_Memory):
+    """A ring of transitions whose observations are stacks of frames on axis 0, each frame once.
+
+    ``spec.obs_shape`` is ``(k, *frame_shape)``. Same interface as ``CircularPool``: ``add``,
+    ``add_batch``, ``mem[i]``, ``sample(batch_size, rng, out=)``, ``clear``.
+
+    >>> import numpy as np
+    >>> spec = TransitionSpec((3, 2), np.uint8, (), np.uint8, action_low=0, action_high=1)
+    >>> pool = FramePool(10, spec)
+    >>> f = [np.full(2, v, np.uint8) for v in range(6)]
+    >>> stacks = [np.stack([f[0], f[0], f[0]]), np.stack([f[0], f[0], f[1]]),
+    ...           np.stack([f[0], f[1], f[2]]), np.stack([f[1], f[2], f[3]])]
+    >>> for t in range(3):
+    ...     pool.add(stacks[t], 1, 0.0, stacks[t + 1], False, t == 2)
+    >>> pool.frames_held   # f0, f1, f2, f3: each once
+    4
+    >>> pool[0].obs[:, 0].tolist(), pool[-1].next_obs[:, 0].tolist()
+    ([0, 0, 0], [1, 2, 3])
+    """
+
+    obs_ref: np.ndarray     # (capacity,) int32: slot of the newest frame of each obs stack
+    next_ref: np.ndarray    # (capacity,) int32: slot of the newest frame of each next_obs stack
+    action: np.ndarray      # (capacity, *action_shape)
+    reward: np.ndarray      # (capacity,)
+    flags: np.ndarray       # (capacity,) uint8: TERMINATED | TRUNCATED
+    depth: np.ndarray       # (slots,) uint8: distinct older frames under each frame in its stack
+    compress: str | None
+
+    def __init__(self, capacity, spec: TransitionSpec, compress: str | None = None):
+        self._capacity = _check_capacity(capacity)
+        self.spec = _check_frame_spec(spec)
+        if compress is not None and compress not in COMPRESSORS:
+            raise ValueError(f"compress must be None or one of {COMPRESSORS}, got {compress!r}")
+        self.compress = compress
+        self.k = spec.obs_shape[0]
+        self._frame_shape = spec.obs_shape[1:]
+        self._frame_nbytes = spec.obs_nbytes // self.k
+        cap = self._capacity
+        self.obs_ref = self._new_array("obs_ref", (cap,), _REF)
+        self.next_ref = self._new_array("next_ref", (cap,), _REF)
+        self.action = self._new_array("action", (cap, *spec.action_shape), spec.action_dtype)
+        self.reward = self._new_array("reward", (cap,), spec.reward_dtype)
+        self.flags = self._new_array("flags", (cap,), np.uint8)
+        slots = _check_slots(cap + cap // SPARE + self.k + 2)
+        self.depth = self._new_array("depth", (slots,), np.uint8)
+        self._store = (_ZstdFrames(self, slots) if compress else _RawFrames(self, slots))
+        self._lut_term = np.array([bool(f & TERMINATED) for f in range(4)])
+        self._lut_trunc = np.array([bool(f & TRUNCATED) for f in range(4)])
+        self._out_ok: tuple = ()
+        self.clear()
+
+    def _new_array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """Every array of the pool is made here: zeroed, in memory. Override to place them elsewhere.
+
+        ``np.zeros`` asks the operating system for pages that are only made resident when
+        first written, so a large pool costs little until it fills.
+        """
+        return np.zeros(shape, dtype)
+
+    def clear(self) -> None:
+        """Forget every transition; the arrays stay allocated for reuse."""
+        self._pos = 0          # row the next transition goes to
+        self._len = 0
+        self._slot = 0         # slot the next frame goes to
+        self._floor = 0        # oldest slot still needed (== _slot when no frame is held)
+        self._tail = None      # bytes of the newest next_obs, as the last add stored them
+        self._tail_ref = -1    # its newest slot
+        self._store.clear()
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def slots(self) -> int:
+        """Frame slots in the ring (held or free)."""
+        return len(self.depth)
+
+    @property
+    def frames_held(self) -> int:
+        """Frames the held transitions use: each distinct frame once."""
+        return (self._slot - self._floor) % self.slots if self._len else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every array the pool holds: rows, depths and frames (or compressed chunks)."""
+        rows = sum(a.nbytes for a in (self.obs_ref, self.next_ref, self.action, self.reward, self.flags))
+        return rows + self.depth.nbytes + self._store.nbytes
+
+    def _row(self, j: int) -> int:
+        return (self._pos - self._len + j) % self._capacity
+
+    # ------------------------------------------------------------------ add
+    def add(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Store one transition, overwriting the oldest once the pool is full.
+
+        Everything is checked before anything is written: a rejected add changes nothing.
+        """
+        obs, action, reward, next_obs, flag = self._checked(obs, action, reward, next_obs,
+                                                            terminated, truncated)
+        self._store_one(obs, action, reward, next_obs, flag)
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Store ``n`` transitions given as arrays with a leading axis of ``n``.
+
+        The same contents and later samples as ``n`` calls of ``add`` in order. The whole batch
+        is checked before anything is written: a refused batch changes nothing.
+        """
+        fields = self._checked_batch(obs, action, reward, next_obs, terminated, truncated)
+        for row in zip(*fields):
+            self._store_one(*row)
+
+    def _checked(self, obs, action, reward, next_obs, terminated, truncated):
+        """The values cast to the pool's dtypes, or a ValueError/TypeError naming the field."""
+        spec = self.spec
+        obs = cast_array(obs, spec.obs_shape, spec.obs_dtype, "obs")
+        next_obs = cast_array(next_obs, spec.obs_shape, spec.obs_dtype, "next_obs")
+        action = spec.cast_action(action)
+        reward = cast_float_scalar(reward, spec.reward_dtype, "reward")
+        flag = (TERMINATED if cast_flag(terminated, "terminated") else 0) | \
+               (TRUNCATED if cast_flag(truncated, "truncated") else 0)
+        return obs, action, reward, next_obs, flag
+
+    def _checked_batch(self, obs, action, reward, next_obs, terminated, truncated):
+        """Five aligned sequences (obs, action, reward, next_obs, flag), every value checked."""
+        spec = self.spec
+        n = _batch_length(obs)
+        obs = cast_array(obs, (n, *spec.obs_shape), spec.obs_dtype, "obs")
+        next_obs = cast_array(next_obs, (n, *spec.obs_shape), spec.obs_dtype, "next_obs")
+        actions = _batch_actions(spec, action, n)
+        if np.asarray(reward).dtype.kind == "b":
+            raise TypeError("reward must hold real numbers, got dtype bool")
+        rewards = cast_array(reward, (n,), spec.reward_dtype, "reward")
+        flags = (_batch_flags(terminated, n, "terminated") * TERMINATED
+                 | _batch_flags(truncated, n, "truncated") * TRUNCATED)
+        return obs, actions, rewards, next_obs, flags.tolist()
+
+    def _store_one(self, obs, action, reward, next_obs, flag) -> None:
+        """Write one checked transition: plan its frames, make room, push them, write the row."""
+        obs_bytes, next_bytes = obs.tobytes(), next_obs.tobytes()
+        reuse_obs = self._len > 0 and obs_bytes == self._tail
+        obs_start = self.k if reuse_obs else self._repeats(obs_bytes)
+        next_plan = self._plan_next(obs_bytes, next_bytes, reuse_obs)
+        pushes = (self.k - obs_start) + {SAME: 0, SLIDE: 1}.get(next_plan, self.k - next_plan)
+        self._make_room(self._floor_after(reuse_obs), pushes)
+        obs_top = self._tail_ref if reuse_obs else self._push_stack(obs, obs_start)
+        if next_plan == SAME:
+            next_top = obs_top
+        elif next_plan == SLIDE:
+            next_top = self._push(next_obs[-1], min(int(self.depth[obs_top]) + 1, self.k - 1))
+        else:
+            next_top = self._push_stack(next_obs, next_plan)
+        self._write_row(obs_top, next_top, action, reward, flag)
+        self._tail, self._tail_ref = next_bytes, next_top
+
+    def _repeats(self, stack_bytes: bytes) -> int:
+        """Index of the first frame of a stack that differs from the one after it: the frames
+        before it repeat it (a padded first stack of an episode), and are stored once."""
+        fb, view = self._frame_nbytes, memoryview(stack_bytes)
+        start = 0
+        while start + 1 < self.k and view[start * fb:(start + 1) * fb] == view[(start + 1) * fb:(start + 2) * fb]:
+            start += 1
+        return start
+
+    def _plan_next(self, obs_bytes: bytes, next_bytes: bytes, reuse_obs: bool) -> int:
+        """How ``next_obs`` is stored: ``SAME`` (the obs stack itself), ``SLIDE`` (the obs stack
+        shifted by one frame, plus one new frame), or, for a new stack, the index of its first
+        stored frame (see ``_repeats``)."""
+        if next_bytes == obs_bytes:
+            return SAME
+        fb = self._frame_nbytes
+        shifted = self.k == 1 or memoryview(next_bytes)[:-fb] == memoryview(obs_bytes)[fb:]
+        # A slide puts its new frame in the slot after the obs stack's newest frame, so that
+        # newest frame must be the last one pushed (a reused obs stack always is: it is the
+        # newest next_obs, and nothing was pushed since).
+        if shifted and (not reuse_obs or self._tail_ref == (self._slot - 1) % self.slots):
+            return SLIDE
+        return self._repeats(next_bytes)
+
+    def _floor_after(self, reuse_obs: bool) -> int:
+        """The oldest slot still needed once this add has evicted the oldest transition."""
+        if self._len < self._capacity:
+            return self._floor if self._len else self._slot
+        if self._capacity > 1:
+            return self._bottom(int(self.obs_ref[self._row(1)]))
+        return self._bottom(self._tail_ref) if reuse_obs else self._slot
+
+    def _bottom(self, top: int) -> int:
+        """The oldest slot of the stack whose newest frame is ``top``."""
+        return (top - int(self.depth[top])) % self.slots
+
+    def _make_room(self, floor: int, pushes: int) -> None:
+        """Release frames below ``floor``; grow the ring if ``pushes`` new frames do not fit."""
+        held = (self._slot - floor) % self.slots
+        if held + pushes >= self.slots:  # one slot stays free: _slot == _floor means empty
+            self._grow(floor, held, held + pushes + 1)
+            floor = 0
+        self._floor = floor
+
+    def _push_stack(self, stack: np.ndarray, start: int) -> int:
+        """Push frames ``start..k-1`` of a new stack (the frames under ``start`` repeat it)."""
+        top = -1
+        for depth, j in enumerate(range(start, self.k)):
+            top = self._push(stack[j], depth)
+        return top
+
+    def _push(self, frame: np.ndarray, depth: int) -> int:
+        slot = self._slot
+        self._store.write(slot, frame)
+        self.depth[slot] = depth
+        self._slot = slot + 1 if slot + 1 < self.slots else 0
+        return slot
+
+    def _write_row(self, obs_top: int, next_top: int, action, reward, flag: int) -> None:
+        row = self._pos
+        self.obs_ref[row] = obs_top
+        self.next_ref[row] = next_top
+        self.action[row] = action
+        self.reward[row] = reward
+        self.flags[row] = flag
+        self._pos = row + 1 if row + 1 < self._capacity else 0
+        if self._len < self._capacity:
+            self._len += 1  # once full, the row just written was the oldest: it is gone now
+        self._store.release(self._floor)
+
+    def _grow(self, floor: int, held: int, need: int) -> None:
+        """Move the held frames to the front of a larger ring (an eighth larger, or more)."""
+        old = self.slots
+        new = _check_slots(max(old + old // 8, need + 2 * self.k))
+        self._store.relayout(floor, held, new)
+        depth = self._new_array("depth", (new,), np.uint8)
+        depth[:held] = np.roll(self.depth, -floor)[:held]
+        self.depth = depth
+        for refs in (self.obs_ref, self.next_ref):  # every held reference moves by -floor
+            refs[...] = (refs.astype(np.int64) - floor) % old
+        if self._tail_ref >= 0:
+            self._tail_ref = (self._tail_ref - floor) % old
+        self._slot, self._floor = held, 0
+
+    # ------------------------------------------------------------------ read
+    def _stack_slots(self, tops: np.ndarray) -> np.ndarray:
+        """``(n, k)`` slots of the stacks whose newest frames are ``tops``, oldest first."""
+        below = np.arange(self.k - 1, -1, -1)
+        steps = np.minimum(below[None, :], self.depth.take(tops)[:, None])
+        return (tops[:, None] - steps) % self.slots
+
+    def __getitem__(self, i) -> Transition:
+        row = self._row(self._logical(i))
+        tops = np.array([self.obs_ref[row], self.next_ref[row]], np.int64)
+        stacks = np.zeros((2, *self.spec.obs_shape), self.spec.obs_dtype)
+        self._store.read(self._stack_slots(tops).ravel(), stacks.reshape(2 * self.k, *self._frame_shape))
+        flag = int(self.flags[row])
+        action = self.action[row]
+        return Transition(stacks[0], action.copy() if action.ndim else action[()], self.reward[row],
+                          stacks[1], bool(flag & TERMINATED), bool(flag & TRUNCATED))
+
+    def sample(self, batch_size, rng, out: Batch | None = None) -> Batch:
+        """A batch of ``batch_size`` transitions, written into ``out`` when given.
+
+        Reusing ``out`` allocates no batch arrays, but the next call overwrites them: copy what
+        you want to keep.
+        """
+        n = self._check_sample(batch_size, rng)
+        out = self._out_batch(out, n)  # checked before the generator moves: a refusal draws nothing
+        idx = rng.integers(0, self._len, size=n)
+        rows = idx + (self._pos - self._len)  # take(mode="wrap") maps them onto the ring
+        tops = np.concatenate([self.obs_ref.take(rows, mode="wrap"),
+                               self.next_ref.take(rows, mode="wrap")])
+        slots = self._stack_slots(tops).ravel()
+        if out.obs.flags.c_contiguous and out.next_obs.flags.c_contiguous:
+            self._store.read_pair(slots, _frames_view(out.obs), _frames_view(out.next_obs))
+        else:  # an `out` of strided views: gather first, then copy into them
+            both = np.empty((2 * n, *self.spec.obs_shape), self.spec.obs_dtype)
+            self._store.read(slots, _frames_view(both))
+            out.obs[...], out.next_obs[...] = both[:n], both[n:]
+        self.action.take(rows, axis=0, out=out.action, mode="wrap")
+        self.reward.take(rows, out=out.reward, mode="wrap")
+        flags = self.flags.take(rows, mode="wrap")
+        self._lut_term.take(flags, out=out.terminated, mode="clip")
+        self._lut_trunc.take(flags, out=out.truncated, mode="clip")
+        return out
+
+    def __repr__(self) -> str:
+        how = f", compress={self.compress!r}" if self.compress else ""
+        return (f"FramePool(len={self._len}, capacity={self._capacity}, frames_held="
+                f"{self.frames_held}{how})")
+
+
+# ====================================================================== frame stores
+class _RawFrames:
+    """Frames as they are: one array of ``slots`` frames."""
+
+    frames: np.ndarray  # (slots, *frame_shape)
+
+    def __init__(self, pool: FramePool, slots: int):
+        self._pool = pool
+        self.frames = pool._new_array("frames", (slots, *pool._frame_shape), pool.spec.obs_dtype)
+
+    def clear(self) -> None:
+        pass
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames.nbytes
+
+    def write(self, slot: int, frame: np.ndarray) -> None:
+        self.frames[slot] = frame
+
+    def read(self, slots: np.ndarray, out: np.ndarray) -> None:
+        self.frames.take(slots, axis=0, out=out)
+
+    def read_pair(self, slots: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
+        half = len(out_a)
+        self.frames.take(slots[:half], axis=0, out=out_a)
+        self.frames.take(slots[half:], axis=0, out=out_b)
+
+    def release(self, floor: int) -> None:
+        pass
+
+    def relayout(self, floor: int, held: int, slots: int) -> None:
+        frames = self._pool._new_array("frames", (slots, *self.frames.shape[1:]), self.frames.dtype)
+        first = min(held, len(self.frames) - floor)
+        frames[:first] = self.frames[floor:floor + first]
+        frames[first:held] = self.frames[:held - first]
+        self.frames = frames
+
+
+class _ZstdFrames:
+    """Frames compressed one by one with zstd, packed into chunks of one byte arena.
+
+    A frame's bytes never straddle two chunks. Positions are counted over the whole arena
+    (chunk number × chunk size + offset), so a chunk is found by a division. Chunks leave from
+    the front as the oldest frames are released, and are kept for reuse.
+    """
+
+    at: np.ndarray      # (slots,) int64: arena position of each frame's compressed bytes
+    size: np.ndarray    # (slots,) uint32: their length
+    LEVEL = 1
+
+    def __init__(self, pool: FramePool, slots: int):
+        import zstandard
+
+        self._pool = pool
+        self._cctx = zstandard.ZstdCompressor(level=self.LEVEL)
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame_nbytes = pool._frame_nbytes
+        worst = self._frame_nbytes + self._frame_nbytes // 128 + 512  # above zstd's bound
+        self.chunk = int(min(16 << 20, max(4 * worst, pool.capacity * self._frame_nbytes // 8192)))
+        self.at = pool._new_array("frame_at", (slots,), np.int64)
+        self.size = pool._new_array("frame_size", (slots,), np.uint32)
+        self.chunks: list[np.ndarray] = []   # live chunks, oldest first
+        self._spare: list[np.ndarray] = []   # released chunks, kept for reuse
+        self._made = 0
+        self.clear()
+
+    def clear(self) -> None:
+        self._spare += self.chunks
+        self.chunks = []
+        self._first = 0   # chunk number of chunks[0]
+        self._end = 0     # arena position where the next frame's bytes go
+
+    @property
+    def nbytes(self) -> int:
+        arena = sum(c.nbytes for c in self.chunks) + sum(c.nbytes for c in self._spare)
+        return self.at.nbytes + self.size.nbytes + arena
+
+    @property
+    def compressed_bytes(self) -> int:
+        """Arena bytes from the oldest held frame to the newest (chunk ends included)."""
+        return self._end - int(self.at[self._pool._floor]) if self._pool._len else 0
+
+    def _chunk(self, number: int) -> np.ndarray:
+        """The chunk with this number, made (or taken from the spares) when it is new."""
+        while number - self._first >= len(self.chunks):
+            if self._spare:
+                self.chunks.append(self._spare.pop())
+            else:
+                self.chunks.append(self._pool._new_array(f"chunk{self._made}", (self.chunk,), np.uint8))
+                self._made += 1
+        return self.chunks[number - self._first]
+
+    def write(self, slot: int, frame: np.ndarray) -> None:
+        blob = self._cctx.compress(np.ascontiguousarray(frame))
+        n = len(blob)
+        start = self._end
+        if start % self.chunk + n > self.chunk:  # does not fit: start the next chunk
+            start += self.chunk - start % self.chunk
+        chunk = self._chunk(start // self.chunk)
+        offset = start % self.chunk
+        chunk[offset:offset + n] = np.frombuffer(blob, np.uint8)
+        self.at[slot], self.size[slot] = start, n
+        self._end = start + n
+
+    def _frame(self, slot: int) -> bytes:
+        start, n = int(self.at[slot]), int(self.size[slot])
+        chunk = self.chunks[start // self.chunk - self._first]
+        offset = start % self.chunk
+        return self._dctx.decompress(chunk[offset:offset + n], max_output_size=self._frame_nbytes)
+
+    def read(self, slots: np.ndarray, out: np.ndarray) -> None:
+        """Decompress each distinct slot once, then copy it wherever it is wanted."""
+        distinct, where = np.unique(slots, return_inverse=True)
+        flat = out.reshape(len(slots), -1).view(np.uint8)
+        decoded = np.empty((len(distinct), self._frame_nbytes), np.uint8)
+        for k, slot in enumerate(distinct.tolist()):
+            decoded[k] = np.frombuffer(self._frame(slot), np.uint8)
+        decoded.take(where.ravel(), axis=0, out=flat)
+
+    def read_pair(self, slots: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
+        both = np.empty((len(slots), *out_a.shape[1:]), out_a.dtype)
+        self.read(slots, both)
+        out_a[...] = both[:len(out_a)]
+        out_b[...] = both[len(out_a):]
+
+    def release(self, floor: int) -> None:
+        """Give back the chunks that only hold frames older than slot ``floor``."""
+        if not self._pool._len:
+            return
+        oldest = int(self.at[floor]) // self.chunk
+        while self._first < oldest:
+            self._spare.append(self.chunks.pop(0))
+            self._first += 1
+
+    def relayout(self, floor: int, held: int, slots: int) -> None:
+        """The frames' positions move to the front of larger tables; their bytes stay put."""
+        for name in ("at", "size"):
+            old = getattr(self, name)
+            new = self._pool._new_array(f"frame_{name}", (slots,), old.dtype)
+            new[:held] = np.roll(old, -floor)[:held]
+            setattr(self, name, new)
+
+
+# ====================================================================== helpers
+def _check_frame_spec(spec) -> TransitionSpec:
+    spec = _check_spec(spec)
+    if len(spec.obs_shape) < 1 or spec.obs_shape[0] < 1:
+        raise ValueError(f"spec.obs_shape is {spec.obs_shape}; a FramePool needs stacks of k >= 1 "
+                         "frames on axis 0, e.g. (4, 84, 84) from FrameStackObservation")
+    if spec.obs_shape[0] > 255:
+        raise ValueError(f"spec.obs_shape is {spec.obs_shape}: stacks of at most 255 frames")
+    return spec
+
+
+def _check_slots(slots: int) -> int:
+    if slots > _REF_MAX:
+        raise ValueError(f"a FramePool holds at most {_REF_MAX:,} frames; {slots:,} were needed")
+    return slots
+
+
+def _batch_length(obs) -> int:
+    if isinstance(obs, (str, bytes)) or not hasattr(obs, "__len__"):
+        raise TypeError(f"obs must be an array with a leading axis of n transitions, got "
+                        f"{type(obs).__name__}")
+    return len(obs)
+
+
+def _batch_actions(spec: TransitionSpec, action, n: int) -> list:
+    arr = cast_array(action, (n, *spec.action_shape), spec.action_dtype, "action")
+    if spec.action_low is not None and arr.size:
+        lo, hi = arr.min(), arr.max()
+        if lo < spec.action_low or hi > spec.action_high:
+            raise ValueError(f"action has values in [{lo}, {hi}], expected values in "
+                             f"[{spec.action_low}, {spec.action_high}] from the action space")
+    return list(arr)
+
+
+def _batch_flags(values, n: int, field: str) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        raise TypeError(f"{field} must hold bools, got dtype {values.dtype}")
+    return cast_array(values, (n,), np.dtype(np.bool_), field).astype(np.uint8)
+
+
+def _frames_view(stacks: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``(n, k, *frame)`` array seen as ``(n * k, *frame)`` frames (a view)."""
+    return stacks.reshape(stacks.shape[0] * stacks.shape[1], *stacks.shape[2:])
