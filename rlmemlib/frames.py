@@ -40,6 +40,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import zstandard
 
 from .memory import _check_capacity, _check_spec, _Memory
 from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar)
@@ -360,13 +361,15 @@ class _RawFrames:
     def write(self, slot: int, frame: np.ndarray) -> None:
         self.frames[slot] = frame
 
+    # mode="wrap": the slots are in range anyway, and with out= numpy's default mode ("raise")
+    # gathers into a temporary array first, then copies it (several times slower)
     def read(self, slots: np.ndarray, out: np.ndarray) -> None:
-        self.frames.take(slots, axis=0, out=out)
+        self.frames.take(slots, axis=0, out=out, mode="wrap")
 
     def read_pair(self, slots: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
         half = len(out_a)
-        self.frames.take(slots[:half], axis=0, out=out_a)
-        self.frames.take(slots[half:], axis=0, out=out_b)
+        self.frames.take(slots[:half], axis=0, out=out_a, mode="wrap")
+        self.frames.take(slots[half:], axis=0, out=out_b, mode="wrap")
 
     def release(self, floor: int) -> None:
         pass
@@ -392,8 +395,6 @@ class _ZstdFrames:
     LEVEL = 1
 
     def __init__(self, pool: FramePool, slots: int):
-        import zstandard
-
         self._pool = pool
         self._cctx = zstandard.ZstdCompressor(level=self.LEVEL)
         self._dctx = zstandard.ZstdDecompressor()
@@ -445,26 +446,28 @@ class _ZstdFrames:
         self.at[slot], self.size[slot] = start, n
         self._end = start + n
 
-    def _frame(self, slot: int) -> bytes:
-        start, n = int(self.at[slot]), int(self.size[slot])
-        chunk = self.chunks[start // self.chunk - self._first]
-        offset = start % self.chunk
-        return self._dctx.decompress(chunk[offset:offset + n], max_output_size=self._frame_nbytes)
+    def _decoded(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each distinct slot decompressed once: ``(frames as bytes rows, row of each slot)``."""
+        distinct, where = np.unique(slots, return_inverse=True)
+        chunk, first, decompress = self.chunk, self._first, self._dctx.decompress
+        views = [memoryview(c) for c in self.chunks]
+        blobs = []
+        for start, n in zip(self.at.take(distinct).tolist(), self.size.take(distinct).tolist()):
+            offset = start % chunk
+            blobs.append(decompress(views[start // chunk - first][offset:offset + n],
+                                    max_output_size=self._frame_nbytes))
+        decoded = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(distinct), self._frame_nbytes)
+        return decoded, where.ravel()
 
     def read(self, slots: np.ndarray, out: np.ndarray) -> None:
-        """Decompress each distinct slot once, then copy it wherever it is wanted."""
-        distinct, where = np.unique(slots, return_inverse=True)
-        flat = out.reshape(len(slots), -1).view(np.uint8)
-        decoded = np.empty((len(distinct), self._frame_nbytes), np.uint8)
-        for k, slot in enumerate(distinct.tolist()):
-            decoded[k] = np.frombuffer(self._frame(slot), np.uint8)
-        decoded.take(where.ravel(), axis=0, out=flat)
+        decoded, where = self._decoded(slots)
+        decoded.take(where, axis=0, out=out.reshape(len(slots), -1).view(np.uint8), mode="wrap")
 
     def read_pair(self, slots: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
-        both = np.empty((len(slots), *out_a.shape[1:]), out_a.dtype)
-        self.read(slots, both)
-        out_a[...] = both[:len(out_a)]
-        out_b[...] = both[len(out_a):]
+        decoded, where = self._decoded(slots)
+        half = len(out_a)
+        for dest, rows in ((out_a, where[:half]), (out_b, where[half:])):
+            decoded.take(rows, axis=0, out=dest.reshape(len(rows), -1).view(np.uint8), mode="wrap")
 
     def release(self, floor: int) -> None:
         """Give back the chunks that only hold frames older than slot ``floor``."""
