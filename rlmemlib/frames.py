@@ -31,8 +31,12 @@ Design choices and their memory trade-off:
   no Python object per frame (a ``bytes`` object costs 33 bytes of header, and
   zstandard's ``compress()`` returns one that keeps its whole output buffer). Chunks are
   freed as the oldest frames leave. Reading decompresses each frame a batch needs once.
-* **Arrays are made by one method**, :meth:`FramePool._new_array`, which a subclass may
-  override to place them elsewhere (a memory-mapped file, shared memory).
+* **Arrays are made by one method**, ``_new_array(name, shape, dtype)`` (shared by every
+  memory), which a subclass may override to place them elsewhere (a memory-mapped file, shared
+  memory): the rows, the depths, the frames or the compressed chunks and their positions.
+* **Saved** as the held frames in order and the rows in logical order (``save``/``load``, see
+  :mod:`rlmemlib.persist`); loading checks every reference, depth and compressed frame before
+  it builds the pool.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numbers
 import numpy as np
 import zstandard
 
+from . import persist
 from .memory import _check_capacity, _check_spec, _Memory
 from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar)
 
@@ -106,14 +111,6 @@ class FramePool(_Memory):
         self._lut_trunc = np.array([bool(f & TRUNCATED) for f in range(4)])
         self._out_ok: tuple = ()
         self.clear()
-
-    def _new_array(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """Every array of the pool is made here: zeroed, in memory. Override to place them elsewhere.
-
-        ``np.zeros`` asks the operating system for pages that are only made resident when
-        first written, so a large pool costs little until it fills.
-        """
-        return np.zeros(shape, dtype)
 
     def clear(self) -> None:
         """Forget every transition; the arrays stay allocated for reuse."""
@@ -292,6 +289,68 @@ class FramePool(_Memory):
             self._tail_ref = (self._tail_ref - floor) % old
         self._slot, self._floor = held, 0
 
+    # ------------------------------------------------------------------ files
+    def _saved_state(self):
+        """The held frames in arrival order and the rows in logical order (references count
+        from the oldest held frame)."""
+        held, floor = self.frames_held, self._floor if self._len else 0
+        order = (floor + np.arange(held)) % self.slots
+        rows = (self._pos - self._len + np.arange(self._len)) % self._capacity
+        arrays = {"depth": self.depth.take(order), "action": self.action.take(rows, axis=0),
+                  "reward": self.reward.take(rows), "flags": self.flags.take(rows)}
+        for name, refs in (("obs_ref", self.obs_ref), ("next_ref", self.next_ref)):
+            arrays[name] = ((refs.take(rows).astype(np.int64) - floor) % self.slots).astype(_REF)
+        arrays.update(self._store.saved(order))
+        return arrays, {"len": self._len, "frames": held, "compress": self.compress}
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "FramePool":
+        spec, capacity = saved.require_spec(), saved.int("capacity", 1, _REF_MAX)
+        compress = saved.meta.get("compress")
+        if compress is not None and compress not in COMPRESSORS:
+            raise saved.error(f"compress is {compress!r}, expected None or one of {COMPRESSORS}")
+        pool = cls(capacity, spec, compress=compress)
+        length = saved.int("len", 0, capacity)
+        held = saved.int("frames", 0 if length == 0 else 1, 2 * pool.k * length)
+        got = {"depth": saved.array("depth", (held,), np.uint8),
+               "obs_ref": saved.array("obs_ref", (length,), _REF),
+               "next_ref": saved.array("next_ref", (length,), _REF),
+               "action": saved.array("action", (length, *spec.action_shape), spec.action_dtype),
+               "reward": saved.array("reward", (length,), spec.reward_dtype),
+               "flags": saved.array("flags", (length,), np.uint8)}
+        pool._check_saved(saved, got, held)
+        frames = pool._store.checked_frames(saved, held)
+        if held + 1 > pool.slots:
+            pool._grow(0, 0, held + 1)
+        pool.depth[:held] = got["depth"]
+        for slot, frame in enumerate(frames):
+            pool._store.put(slot, frame)
+        for name in ("obs_ref", "next_ref", "action", "reward", "flags"):
+            getattr(pool, name)[:length] = got[name]
+        pool._pos, pool._len, pool._slot, pool._floor = length % capacity, length, held, 0
+        if length:
+            pool._tail_ref = int(got["next_ref"][-1])
+            pool._tail = pool[-1].next_obs.tobytes()
+        return pool
+
+    def _check_saved(self, saved: persist.Saved, got: dict, held: int) -> None:
+        """Every reference inside the frames, the depths within the stacks, and the order the
+        eviction relies on: each row's oldest frame is its obs stack's oldest, and never older
+        than the previous row's."""
+        if np.any(got["flags"] & ~np.uint8(TERMINATED | TRUNCATED)):
+            raise saved.error("flags hold bits that no FramePool writes")
+        depth = got["depth"].astype(np.int64)
+        if np.any(depth > self.k - 1):
+            raise saved.error(f"a frame's depth is above k - 1 = {self.k - 1}")
+        refs = [got["obs_ref"].astype(np.int64), got["next_ref"].astype(np.int64)]
+        if any(np.any((r < 0) | (r >= held)) for r in refs):
+            raise saved.error(f"a frame reference is outside the {held} frames stored")
+        low, next_low = (r - depth[r] for r in refs)
+        if np.any(low < 0) or np.any(next_low < 0):
+            raise saved.error("a stack reaches below the first frame stored")
+        if len(low) and (low[0] != 0 or np.any(np.diff(low) < 0) or np.any(next_low < low)):
+            raise saved.error("the frame references are out of order: this is not a FramePool's file")
+
     # ------------------------------------------------------------------ read
     def _stack_slots(self, tops: np.ndarray) -> np.ndarray:
         """``(n, k)`` slots of the stacks whose newest frames are ``tops``, oldest first."""
@@ -360,6 +419,14 @@ class _RawFrames:
 
     def write(self, slot: int, frame: np.ndarray) -> None:
         self.frames[slot] = frame
+
+    put = write
+
+    def saved(self, order: np.ndarray) -> dict:
+        return {"frames": self.frames.take(order, axis=0)}
+
+    def checked_frames(self, saved: persist.Saved, held: int) -> np.ndarray:
+        return saved.array("frames", (held, *self.frames.shape[1:]), self.frames.dtype)
 
     # mode="wrap": the slots are in range anyway, and with out= numpy's default mode ("raise")
     # gathers into a temporary array first, then copies it (several times slower)
@@ -435,7 +502,10 @@ class _ZstdFrames:
         return self.chunks[number - self._first]
 
     def write(self, slot: int, frame: np.ndarray) -> None:
-        blob = self._cctx.compress(np.ascontiguousarray(frame))
+        self.put(slot, self._cctx.compress(np.ascontiguousarray(frame)))
+
+    def put(self, slot: int, blob) -> None:
+        """Store one frame's compressed bytes in the arena, at the end."""
         n = len(blob)
         start = self._end
         if start % self.chunk + n > self.chunk:  # does not fit: start the next chunk
@@ -449,15 +519,21 @@ class _ZstdFrames:
     def _decoded(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each distinct slot decompressed once: ``(frames as bytes rows, row of each slot)``."""
         distinct, where = np.unique(slots, return_inverse=True)
-        chunk, first, decompress = self.chunk, self._first, self._dctx.decompress
+        blobs, _ = self._blobs(distinct)
+        decompress, size = self._dctx.decompress, self._frame_nbytes
+        frames = b"".join([decompress(blob, max_output_size=size) for blob in blobs])
+        return np.frombuffer(frames, np.uint8).reshape(len(distinct), size), where.ravel()
+
+    def _blobs(self, slots: np.ndarray) -> tuple[list, list]:
+        """The compressed bytes of these slots (memoryviews into the chunks) and their sizes."""
+        chunk, first = self.chunk, self._first
         views = [memoryview(c) for c in self.chunks]
+        sizes = self.size.take(slots).tolist()
         blobs = []
-        for start, n in zip(self.at.take(distinct).tolist(), self.size.take(distinct).tolist()):
+        for start, n in zip(self.at.take(slots).tolist(), sizes):
             offset = start % chunk
-            blobs.append(decompress(views[start // chunk - first][offset:offset + n],
-                                    max_output_size=self._frame_nbytes))
-        decoded = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(distinct), self._frame_nbytes)
-        return decoded, where.ravel()
+            blobs.append(views[start // chunk - first][offset:offset + n])
+        return blobs, sizes
 
     def read(self, slots: np.ndarray, out: np.ndarray) -> None:
         decoded, where = self._decoded(slots)
@@ -468,6 +544,26 @@ class _ZstdFrames:
         half = len(out_a)
         for dest, rows in ((out_a, where[:half]), (out_b, where[half:])):
             decoded.take(rows, axis=0, out=dest.reshape(len(rows), -1).view(np.uint8), mode="wrap")
+
+    def saved(self, order: np.ndarray) -> dict:
+        blobs, _ = self._blobs(order)
+        return {"frame_size": self.size.take(order), "blobs": np.frombuffer(b"".join(blobs), np.uint8)}
+
+    def checked_frames(self, saved: persist.Saved, held: int) -> list:
+        """The stored compressed frames, each checked to decompress to one frame."""
+        sizes = saved.array("frame_size", (held,), np.uint32).astype(np.int64)
+        blobs = saved.arrays.get("blobs", np.zeros(0, np.uint8))
+        blobs = saved.array("blobs", (int(sizes.sum()),), np.uint8)
+        ends = np.cumsum(sizes)
+        frames = [blobs[end - n:end].tobytes() for end, n in zip(ends.tolist(), sizes.tolist())]
+        for slot, blob in enumerate(frames):
+            try:
+                ok = len(self._dctx.decompress(blob, max_output_size=self._frame_nbytes)) == self._frame_nbytes
+            except zstandard.ZstdError:
+                ok = False
+            if not ok:
+                raise saved.error(f"compressed frame {slot} does not decompress to one frame")
+        return frames
 
     def release(self, floor: int) -> None:
         """Give back the chunks that only hold frames older than slot ``floor``."""

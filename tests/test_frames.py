@@ -444,3 +444,78 @@ def test_at_5000_real_pong_transitions_the_targets_hold():
     assert kept / len(items) < 1.02 * (frame + scalars)
     _, kept = measured_pool(spec, items, compress="zstd")
     assert kept < 1.3 * own_zstd_bytes(items)
+
+
+# ------------------------------------------------------------------ save and load
+def forged(path, change_arrays=None, **meta_changes):
+    """Rewrite a saved file with changed arrays or meta and a fixed checksum, as a forger would."""
+    import json
+
+    from rlmemlib import persist
+
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    if change_arrays:
+        change_arrays(arrays)
+    meta.update(meta_changes)
+    meta["checksum"] = persist.checksum(arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+@pytest.mark.parametrize("adds", [0, 5, 23, 80])
+def test_round_trip_is_exact_and_goes_on_like_the_original(tmp_path, compress, adds):
+    ops = ["slide", "slide", "end", "zero_pad", "slide", "disjoint", "jump", "truncate", "same"] * 12
+    items = list(stream(ops, 4, seed=7, frame=(3, 3), values=4))
+    mem = rm.FramePool(11, tiny_spec(4, frame=(3, 3)), compress=compress)
+    for t in items[:adds]:
+        mem.add(*t)
+    loaded = rm.FramePool.load(mem.save(tmp_path / "frames.npz"))
+    assert loaded.compress == compress and loaded.capacity == mem.capacity
+    assert state(loaded) == state(mem)
+    for t in items[adds:adds + 30]:  # both go on the same way, sharing frames the same way
+        mem.add(*t)
+        loaded.add(*t)
+        assert state(loaded) == state(mem)
+
+
+@pytest.fixture
+def saved_pool(tmp_path):
+    mem = rm.FramePool(8, tiny_spec(3), compress="zstd")
+    for t in stream(["slide"] * 5 + ["end"] + ["slide"] * 6, 3, seed=3):
+        mem.add(*t)
+    return mem.save(tmp_path / "pool.npz")
+
+
+def _set(name, index, value):
+    def change(arrays):
+        arrays[name][index] = value
+    return change
+
+
+@pytest.mark.parametrize("change, meta, message", [
+    (_set("obs_ref", 2, 99), {}, "outside the"),
+    (_set("next_ref", 0, -1), {}, "outside the"),
+    (lambda a: (_set("obs_ref", 0, 0)(a), _set("depth", 0, 1)(a)), {}, "reaches below the first frame"),
+    (_set("depth", 5, 3), {}, "above k - 1 = 2"),
+    (_set("flags", 1, 4), {}, "flags hold bits"),
+    (_set("obs_ref", 5, 2), {}, "out of order"),
+    (_set("blobs", slice(0, 8), 0), {}, "does not decompress"),
+    (None, {"len": 9}, "len is 9"),
+    (None, {"frames": 200}, "frames is 200"),
+    (None, {"compress": "lz4"}, "compress is 'lz4'"),
+    (None, {"capacity": 4}, "len is 8"),
+])
+def test_a_forged_or_damaged_file_is_refused(saved_pool, change, meta, message):
+    forged(saved_pool, change, **meta)
+    with pytest.raises(ValueError, match=message):
+        rm.FramePool.load(saved_pool)
+
+
+def test_a_file_of_another_memory_is_refused(tmp_path):
+    pool = rm.CircularPool(4, tiny_spec(3))
+    path = pool.save(tmp_path / "pool.npz")
+    with pytest.raises(ValueError, match="not a FramePool"):
+        rm.FramePool.load(path)
