@@ -42,6 +42,7 @@ Design choices and their memory trade-off:
 from __future__ import annotations
 
 import numbers
+import weakref
 
 import numpy as np
 import zstandard
@@ -132,6 +133,15 @@ class FramePool(_Memory):
     def frames_held(self) -> int:
         """Frames the held transitions use: each distinct frame once."""
         return (self._slot - self._floor) % self.slots if self._len else 0
+
+    @property
+    def frames_nbytes(self) -> int:
+        """Bytes of the held frames as stored: raw, or compressed (chunk ends included)."""
+        if not self._len:
+            return 0
+        if self.compress:
+            return self._store.compressed_bytes(self._floor)
+        return self.frames_held * self._frame_nbytes
 
     @property
     def nbytes(self) -> int:
@@ -407,7 +417,7 @@ class _RawFrames:
     frames: np.ndarray  # (slots, *frame_shape)
 
     def __init__(self, pool: FramePool, slots: int):
-        self._pool = pool
+        self._new_array = weakref.WeakMethod(pool._new_array)  # the pool's allocator, no cycle
         self.frames = pool._new_array("frames", (slots, *pool._frame_shape), pool.spec.obs_dtype)
 
     def clear(self) -> None:
@@ -442,7 +452,7 @@ class _RawFrames:
         pass
 
     def relayout(self, floor: int, held: int, slots: int) -> None:
-        frames = self._pool._new_array("frames", (slots, *self.frames.shape[1:]), self.frames.dtype)
+        frames = self._new_array()("frames", (slots, *self.frames.shape[1:]), self.frames.dtype)
         first = min(held, len(self.frames) - floor)
         frames[:first] = self.frames[floor:floor + first]
         frames[first:held] = self.frames[:held - first]
@@ -462,7 +472,7 @@ class _ZstdFrames:
     LEVEL = 1
 
     def __init__(self, pool: FramePool, slots: int):
-        self._pool = pool
+        self._new_array = weakref.WeakMethod(pool._new_array)  # the pool's allocator, no cycle
         self._cctx = zstandard.ZstdCompressor(level=self.LEVEL)
         self._dctx = zstandard.ZstdDecompressor()
         self._frame_nbytes = pool._frame_nbytes
@@ -486,10 +496,9 @@ class _ZstdFrames:
         arena = sum(c.nbytes for c in self.chunks) + sum(c.nbytes for c in self._spare)
         return self.at.nbytes + self.size.nbytes + arena
 
-    @property
-    def compressed_bytes(self) -> int:
-        """Arena bytes from the oldest held frame to the newest (chunk ends included)."""
-        return self._end - int(self.at[self._pool._floor]) if self._pool._len else 0
+    def compressed_bytes(self, floor: int) -> int:
+        """Arena bytes from the frame in slot ``floor`` to the newest (chunk ends included)."""
+        return self._end - int(self.at[floor])
 
     def _chunk(self, number: int) -> np.ndarray:
         """The chunk with this number, made (or taken from the spares) when it is new."""
@@ -497,7 +506,7 @@ class _ZstdFrames:
             if self._spare:
                 self.chunks.append(self._spare.pop())
             else:
-                self.chunks.append(self._pool._new_array(f"chunk{self._made}", (self.chunk,), np.uint8))
+                self.chunks.append(self._new_array()(f"chunk{self._made}", (self.chunk,), np.uint8))
                 self._made += 1
         return self.chunks[number - self._first]
 
@@ -566,9 +575,7 @@ class _ZstdFrames:
         return frames
 
     def release(self, floor: int) -> None:
-        """Give back the chunks that only hold frames older than slot ``floor``."""
-        if not self._pool._len:
-            return
+        """Give back the chunks that only hold frames older than slot ``floor`` (a held frame)."""
         oldest = int(self.at[floor]) // self.chunk
         while self._first < oldest:
             self._spare.append(self.chunks.pop(0))
@@ -578,7 +585,7 @@ class _ZstdFrames:
         """The frames' positions move to the front of larger tables; their bytes stay put."""
         for name in ("at", "size"):
             old = getattr(self, name)
-            new = self._pool._new_array(f"frame_{name}", (slots,), old.dtype)
+            new = self._new_array()(f"frame_{name}", (slots,), old.dtype)
             new[:held] = np.roll(old, -floor)[:held]
             setattr(self, name, new)
 

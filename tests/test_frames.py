@@ -213,6 +213,22 @@ def test_full_pool_on_sliding_stacks_never_grows():
     assert mem.frames_held <= capacity + 2 + k  # one per step, one per episode start
 
 
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_a_deleted_pool_is_freed_at_once_no_reference_cycle(compress):
+    import weakref
+
+    mem = rm.FramePool(5, tiny_spec(3), compress=compress)
+    for t in stream(["slide"] * 9, 3, seed=1):
+        mem.add(*t)
+    gone = weakref.ref(mem)
+    gc.disable()
+    try:
+        del mem
+        assert gone() is None  # freed by reference counting, not left for the cyclic collector
+    finally:
+        gc.enable()
+
+
 def test_clear_forgets_everything_and_the_pool_works_again():
     mem, ref = rm.FramePool(5, tiny_spec(3), compress="zstd"), rm.ListMemory(5)
     for t in stream(["slide"] * 9, 3, seed=1):
@@ -429,7 +445,7 @@ def test_real_pong_frames_compressed_are_exact_and_near_their_zstd_size(pong):
     spec, items, _ = pong
     mem, kept = measured_pool(spec, items, compress="zstd")
     own = own_zstd_bytes(items)
-    assert mem._store.compressed_bytes < 1.01 * own  # a frame never straddles two chunks
+    assert mem.frames_nbytes < 1.01 * own  # a frame never straddles two chunks
     assert kept < 2 * own  # a small pool: its last stack and half-used chunks weigh more here
 
 
