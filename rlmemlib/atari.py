@@ -11,6 +11,8 @@ Design choices:
   overlaps. It is plain numpy, with no matrix product (a BLAS call would start threads that
   fight over the cores of a busy machine). OpenCV is then not a dependency of the course: it is
   tens of megabytes more to install, for one function.
+* ALE's log is set to warnings and errors: its start-up banner, printed to the process's
+  stderr, is left out.
 * The pipeline is gymnasium's: the game with ``obs_type="grayscale"`` (and the ``-v5``
   defaults: 4 frames skipped per step, sticky actions), a ``TransformObservation`` wrapper
   that resizes, and ``FrameStackObservation``, which stacks the last ``stack`` frames on axis
@@ -84,6 +86,8 @@ def make(game: str = "Pong", stack: int = 4, shape: tuple[int, int] = FRAME, **k
     from gymnasium.wrappers import FrameStackObservation, TransformObservation
 
     gym.register_envs(ale_py)
+    # Warnings and errors only: the emulator's banner on stderr would make outputs vary.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
     env = gym.make(f"ALE/{game}-v5", obs_type="grayscale", **kwargs)
     small = Box(0, 255, tuple(shape), np.uint8)
     env = TransformObservation(env, lambda frame: resize(frame, shape), small)
