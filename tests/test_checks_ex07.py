@@ -39,8 +39,9 @@ def stub_planned_bytes(capacity, frame_shape, k, layout):
     return ...
 
 
-def test_ex1_right_answer_passes():
-    ex07.verify_planned_bytes(planned(RIGHT))
+@pytest.mark.parametrize("right", [planned(RIGHT), ex07.reference_planned_bytes])
+def test_ex1_right_answers_pass(right):
+    ex07.verify_planned_bytes(right)
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -107,8 +108,9 @@ def stub_check_fits(planned, available, what, share=0.8):
     ...
 
 
-def test_ex2_right_answer_passes():
-    ex07.verify_check_fits(right_check_fits)
+@pytest.mark.parametrize("right", [right_check_fits, ex07.reference_check_fits])
+def test_ex2_right_answers_pass(right):
+    ex07.verify_check_fits(right)
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -124,9 +126,11 @@ def test_ex2_wrong_answers_are_rejected_with_the_teaching_message(wrong, message
         ex07.verify_check_fits(wrong)
 
 
-def test_ex2_stub_says_not_yet(capsys):
+def test_ex2_stub_says_not_yet_and_the_fallback_is_used(capsys):
     ex07.check_fits(stub_check_fits)
     assert "not yet" in capsys.readouterr().out
+    assert ex07.working_check_fits(stub_check_fits) is ex07.reference_check_fits
+    assert ex07.working_check_fits(right_check_fits) is right_check_fits
 
 
 # ------------------------------------------------------------------ exercise 3: episode starts
@@ -163,8 +167,9 @@ def stub_stack_at(newest, start, i, k=4):
     return ...
 
 
-def test_ex3_right_answer_passes():
-    ex07.verify_stack_at(right_stack_at)
+@pytest.mark.parametrize("right", [right_stack_at, ex07.reference_stack_at])
+def test_ex3_right_answers_pass(right):
+    ex07.verify_stack_at(right)
 
 
 @pytest.mark.parametrize("wrong, message", [

@@ -108,6 +108,16 @@ def planned_bytes(answer) -> None:
     run_check("Exercise 1 (planned bytes)", answer, verify_planned_bytes)
 
 
+def reference_planned_bytes(capacity, frame_shape, k, layout):
+    """rlmemlib's answer to exercise 1."""
+    return _planned(capacity, frame_shape, k, layout)
+
+
+def working_planned_bytes(answer):
+    """The learner's ``planned_bytes`` if it passes, else rlmemlib's."""
+    return working(answer, reference_planned_bytes, verify_planned_bytes, "planned_bytes")
+
+
 # ---------------------------------------------------------------- exercise 2: fail fast
 def _outcome(check_fits, planned, available):
     """("raised", error), ("warned", message), or ("returned", value)."""
@@ -159,6 +169,18 @@ def verify_check_fits(check_fits) -> None:
 
 def check_fits(answer) -> None:
     run_check("Exercise 2 (fail fast)", answer, verify_check_fits)
+
+
+def reference_check_fits(planned, available, what, share=0.8):
+    """rlmemlib's answer to exercise 2."""
+    if planned > share * available:
+        raise MemoryError(f"{what} needs {fmt_bytes(planned)}, more than {share:.0%} of the "
+                          f"{fmt_bytes(available)} available")
+
+
+def working_check_fits(answer):
+    """The learner's ``check_fits`` if it passes, else rlmemlib's."""
+    return working(answer, reference_check_fits, verify_check_fits, "check_fits")
 
 
 # ---------------------------------------------------------------- exercise 3: episode starts
@@ -216,6 +238,16 @@ def verify_stack_at(stack_at) -> None:
 
 def stack_at(answer) -> None:
     run_check("Exercise 3 (stacks at episode starts)", answer, verify_stack_at)
+
+
+def reference_stack_at(newest, start, i, k=4):
+    """rlmemlib's answer to exercise 3."""
+    return np.stack([newest[max(j, start)] for j in range(i - k + 1, i + 1)])
+
+
+def working_stack_at(answer):
+    """The learner's ``stack_at`` if it passes, else rlmemlib's."""
+    return working(answer, reference_stack_at, verify_stack_at, "stack_at")
 
 
 # ---------------------------------------------------------------- exercise 4: each frame once
@@ -354,5 +386,7 @@ def working_frame_store(answer):
 
 
 __all__ = ["planned_bytes", "check_fits", "stack_at", "frame_store", "working_frame_store",
+           "working_planned_bytes", "working_check_fits", "working_stack_at",
+           "reference_planned_bytes", "reference_check_fits", "reference_stack_at",
            "verify_planned_bytes", "verify_check_fits", "verify_stack_at", "verify_frame_store",
            "ReferenceFrameStore", "stacked_steps", "episode_starts", "broken_chains"]
