@@ -49,7 +49,7 @@ import zstandard
 
 from . import persist
 from .memory import _check_capacity, _check_spec, _Memory
-from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar)
+from .spec import Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar
 
 __all__ = ["FramePool"]
 
@@ -168,8 +168,9 @@ class FramePool(_Memory):
         The same contents and later samples as ``n`` calls of ``add`` in order. The whole batch
         is checked before anything is written: a refused batch changes nothing.
         """
-        fields = self._checked_batch(obs, action, reward, next_obs, terminated, truncated)
-        for row in zip(*fields):
+        rows = self.spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        flags = rows.terminated.view(np.uint8) * TERMINATED | rows.truncated.view(np.uint8) * TRUNCATED
+        for row in zip(rows.obs, rows.action, rows.reward, rows.next_obs, flags.tolist()):
             self._store_one(*row)
 
     def _checked(self, obs, action, reward, next_obs, terminated, truncated):
@@ -182,20 +183,6 @@ class FramePool(_Memory):
         flag = (TERMINATED if cast_flag(terminated, "terminated") else 0) | \
                (TRUNCATED if cast_flag(truncated, "truncated") else 0)
         return obs, action, reward, next_obs, flag
-
-    def _checked_batch(self, obs, action, reward, next_obs, terminated, truncated):
-        """Five aligned sequences (obs, action, reward, next_obs, flag), every value checked."""
-        spec = self.spec
-        n = _batch_length(obs)
-        obs = cast_array(obs, (n, *spec.obs_shape), spec.obs_dtype, "obs")
-        next_obs = cast_array(next_obs, (n, *spec.obs_shape), spec.obs_dtype, "next_obs")
-        actions = _batch_actions(spec, action, n)
-        if np.asarray(reward).dtype.kind == "b":
-            raise TypeError("reward must hold real numbers, got dtype bool")
-        rewards = cast_array(reward, (n,), spec.reward_dtype, "reward")
-        flags = (_batch_flags(terminated, n, "terminated") * TERMINATED
-                 | _batch_flags(truncated, n, "truncated") * TRUNCATED)
-        return obs, actions, rewards, next_obs, flags.tolist()
 
     def _store_one(self, obs, action, reward, next_obs, flag) -> None:
         """Write one checked transition: plan its frames, make room, push them, write the row."""
@@ -605,29 +592,6 @@ def _check_slots(slots: int) -> int:
     if slots > _REF_MAX:
         raise ValueError(f"a FramePool holds at most {_REF_MAX:,} frames; {slots:,} were needed")
     return slots
-
-
-def _batch_length(obs) -> int:
-    if isinstance(obs, (str, bytes)) or not hasattr(obs, "__len__"):
-        raise TypeError(f"obs must be an array with a leading axis of n transitions, got "
-                        f"{type(obs).__name__}")
-    return len(obs)
-
-
-def _batch_actions(spec: TransitionSpec, action, n: int) -> list:
-    arr = cast_array(action, (n, *spec.action_shape), spec.action_dtype, "action")
-    if spec.action_low is not None and arr.size:
-        lo, hi = arr.min(), arr.max()
-        if lo < spec.action_low or hi > spec.action_high:
-            raise ValueError(f"action has values in [{lo}, {hi}], expected values in "
-                             f"[{spec.action_low}, {spec.action_high}] from the action space")
-    return list(arr)
-
-
-def _batch_flags(values, n: int, field: str) -> np.ndarray:
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        raise TypeError(f"{field} must hold bools, got dtype {values.dtype}")
-    return cast_array(values, (n,), np.dtype(np.bool_), field).astype(np.uint8)
 
 
 def _frames_view(stacks: np.ndarray) -> np.ndarray:
