@@ -29,5 +29,6 @@ def test_quick_frames_benchmark_runs_and_names_every_memory(tmp_path):
         assert len(rows) == 2, name  # one per game
         first = rows[0].split("|")[2].strip()
         assert first[0].isdigit() or first.startswith("skipped"), (name, first)
+        assert len(rows[0].split("|")) == 8 or first.startswith("skipped"), rows[0]
     for name in ("FramePool", "FramePool (zstd)"):
         assert all(" | yes | " in line for line in table.splitlines() if line.startswith(f"| {name} |"))
