@@ -45,6 +45,10 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 COURSE_ID = "rl-memory"
+# The course folder's whole configuration, as the README gives it to teachers; nbgrader's
+# defaults for everything else, except its limit of 30 s per cell, too tight on a busy machine.
+CONFIG = ('c = get_config()\nc.CourseDirectory.course_id = "rl-memory"\n'
+          'c.Execute.timeout = 300\n')
 STUDENTS = ("solution", "release", "handout", "wrong")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -195,8 +199,11 @@ def nbgrader(course: Path, *args: str) -> str:
     done = subprocess.run(command, cwd=course, env=nbgrader_env(course), capture_output=True,
                           text=True)
     log = done.stdout + done.stderr
+    (course / f"nbgrader-{args[0]}.log").write_text(log)
     if done.returncode != 0 or re.search(r"\| ERROR\]", log):
-        raise AssertionError(f"nbgrader {' '.join(args)} failed ({done.returncode}):\n{log[-6000:]}")
+        first = min((i for i in (log.find("Traceback"), log.find("| ERROR]")) if i >= 0), default=0)
+        raise AssertionError(f"nbgrader {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{log[max(0, first - 2000):first + 8000]}")
     return log
 
 
@@ -219,8 +226,7 @@ class Graded:
 def make_course(root: Path, solutions: list[Path]) -> Path:
     course = root / "course"
     (course / ".jupyter").mkdir(parents=True)
-    (course / "nbgrader_config.py").write_text(
-        f"c = get_config()\nc.CourseDirectory.course_id = {COURSE_ID!r}\nc.Execute.timeout = 300\n")
+    (course / "nbgrader_config.py").write_text(CONFIG)
     for path in solutions:
         (course / "source" / path.stem).mkdir(parents=True)
         shutil.copy(path, course / "source" / path.stem / path.name)
@@ -304,6 +310,18 @@ def test_every_solution_has_a_hidden_test_behind_every_check(assignment):
         assert BEGIN_HIDDEN in cell.source, f"{_grade_id(cell)} has no hidden test"
 
 
+def test_the_release_has_nbgrader_gaps_and_no_hidden_tests(graded, assignment):
+    source = nbformat.read(assignment, as_version=4)
+    release = nbformat.read(graded.course / "release" / assignment.stem / assignment.name, 4)
+    code = "\n".join(c.source for c in release.cells if c.cell_type == "code")
+    regions = sum(c.source.count(BEGIN) for c in source.cells)
+    assert code.count("# YOUR CODE HERE\n") == code.count("raise NotImplementedError()") == regions
+    visible = {_grade_id(c): c.source.split(BEGIN_HIDDEN)[0].rstrip() for c in source.cells}
+    for cell in release.cells:
+        if _nbgrader(cell).get("grade"):
+            assert cell.source.rstrip() == visible[_grade_id(cell)]
+
+
 def test_the_solution_gets_full_marks(graded, assignment):
     scores = graded.scores[assignment.stem, "solution"]
     assert scores and scores == {g: (1.0, False) for g in scores}
@@ -317,10 +335,12 @@ def test_an_unfinished_notebook_gets_zero_and_runs_to_the_end(graded, assignment
     scores = graded.scores[assignment.stem, student]
     assert scores and scores == {g: (0.0, False) for g in scores}
     nb = graded.autograded(student, assignment.stem)
+    source = {_grade_id(c): c.source for c in nbformat.read(assignment, as_version=4).cells}
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         if _nbgrader(cell).get("grade"):
+            assert cell.source == source[_grade_id(cell)], "nbgrader restores the hidden tests"
             assert "not yet" in _text(cell), _grade_id(cell)
             assert _errors(cell) and _errors(cell)[0] not in ("CheckFailed", "ExerciseError")
         else:
@@ -336,7 +356,8 @@ def test_one_wrong_answer_loses_exactly_its_check_and_the_feedback_teaches(grade
     (cell,) = [c for c in nb.cells if _grade_id(c) == lost]
     assert _errors(cell) == ["CheckFailed"]
     message = WRONG.get(stem, GENERIC).message
-    assert "CheckFailed" in graded.feedback("wrong", stem)
+    (error,) = [o for o in cell.outputs if o.output_type == "error"]
+    assert message in " ".join(error.evalue.split())  # shown under the cell in the feedback
     assert message in " ".join(graded.feedback("wrong", stem).split())
 
 
