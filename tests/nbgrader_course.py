@@ -361,7 +361,7 @@ def test_one_wrong_answer_loses_exactly_its_check_and_the_feedback_teaches(grade
     assert message in " ".join(graded.feedback("wrong", stem).split())
 
 
-def test_hidden_tests_alone_fail_answers_left_empty(assignment, monkeypatch):
+def test_hidden_tests_alone_fail_answers_left_empty(assignment, monkeypatch, tmp_path):
     """Every answer left empty (``pass``: functions return None, methods do nothing), the
     visible checks removed: every hidden test must fail on its own."""
     nb = nbformat.read(assignment, as_version=4)
@@ -372,10 +372,10 @@ def test_hidden_tests_alone_fail_answers_left_empty(assignment, monkeypatch):
         if _nbgrader(cell).get("solution"):
             cell.source = _replace_regions(cell.source, "pass")
         elif _nbgrader(cell).get("grade"):
-            hidden = cell.source.split(BEGIN_HIDDEN, 1)[1].split(END_HIDDEN, 1)[0]
-            cell.source = textwrap.dedent(hidden).strip("\n")
+            hidden = cell.source.partition(BEGIN_HIDDEN)[2].partition(END_HIDDEN)[0]
+            cell.source = textwrap.dedent(hidden).strip("\n")  # empty: no hidden test, it passes
     monkeypatch.delenv("RLMEMLIB_CHECK_MODE", raising=False)
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(assignment.parent)}}).execute()
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     passed = [_grade_id(c) for c in nb.cells if _nbgrader(c).get("grade") and not _errors(c)]
     assert not passed, f"hidden tests that pass an empty answer: {passed}"
