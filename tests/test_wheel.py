@@ -16,7 +16,8 @@ wheel. So this test:
    venv through one ``.pth`` line naming its site-packages: installing them again would take
    minutes and the network, and they are not what is tested. A path line in a ``.pth`` file
    adds that folder to ``sys.path`` after the new venv's own site-packages, and ``.pth`` files
-   inside it are not read, so the course venv's editable rlmemlib stays out of reach;
+   inside it are not read, so the course venv's editable rlmemlib stays out of reach (checked:
+   before the wheel is installed, numpy imports there and rlmemlib does not);
 4. in that venv, away from the source tree, imports every module (each must come from the new
    venv) and runs an exercise notebook of solutions/ with its checks in ``solution`` mode: every
    check prints "ok", and the kernel's rlmemlib is the installed one.
@@ -111,10 +112,13 @@ def installed(wheel, tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv") / "env"
     venv.EnvBuilder(system_site_packages=False, with_pip=False, symlinks=os.name != "nt").create(env_dir)
     python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
-          "--quiet", wheel])
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
     (site / "_course_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    before = subprocess.run([python, "-I", "-c", "import numpy, nbclient, rlmemlib"], cwd=env_dir,
+                            capture_output=True, text=True)
+    assert "No module named 'rlmemlib'" in before.stderr, "the dependencies come, rlmemlib does not"
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+          "--quiet", wheel])
     return python
 
 
