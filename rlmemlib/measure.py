@@ -197,7 +197,8 @@ def in_fresh_process(func: Callable, *args, timeout: float = 120):
     done = subprocess.run([sys.executable, "-c", code], input=json.dumps(list(args)), text=True,
                           capture_output=True, timeout=timeout, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"{module}.{name}{tuple(args)} failed in a fresh process:\n"
+        call = f"{module}.{name}({', '.join(map(repr, args))})"
+        raise RuntimeError(f"{call} failed in a fresh process:\n"
                            f"{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -251,15 +252,20 @@ def c_heap() -> dict | None:
     return {"in_use": info.uordblks, "free": info.fordblks, "mapped": info.hblkhd}
 
 
-def freed_arrays_rss(sizes_mib) -> list:
+def freed_arrays_rss(sizes_mib, small_first: int = 0) -> list:
     """Make a written ``uint8`` array of each size in turn (MiB), then ``del`` it.
 
     Per array: ``mib``; ``heap`` (True when the C library served it from its heap, False when
-    from a mapping of its own); ``returned`` (bytes RSS fell at the ``del``). Run it with
-    ``in_fresh_process``: in a long-lived process, earlier frees decide the answer.
+    from a mapping of its own); ``returned`` (bytes RSS fell at the ``del``). With
+    ``small_first``, that many 4-float arrays are made and freed first (one more is kept after
+    them), leaving their ``malloc`` blocks free in the heap. Run it with ``in_fresh_process``:
+    in a long-lived process, earlier frees decide the answer.
     """
     import numpy as np
 
+    smalls = [np.zeros(4, np.float32) for _ in range(small_first)]
+    pin = np.zeros(4, np.float32)  # allocated after them, so their freed blocks are not the heap's top
+    del smalls
     results = []
     for size in sizes_mib:
         array = np.ones(int(size * 2**20), np.uint8)  # ones: every page written, so resident
@@ -267,6 +273,7 @@ def freed_arrays_rss(sizes_mib) -> list:
         before = rss()
         del array
         results.append({"mib": size, "heap": heap, "returned": before - rss()})
+    del pin
     return results
 
 
@@ -275,26 +282,29 @@ def small_arrays_rss(n_arrays: int, trace: bool) -> dict:
 
     Returns, in bytes: ``rss_growth`` while filling; ``traced`` (what tracemalloc counted, 0
     when off); ``tracing_records`` (``tracemalloc.get_tracemalloc_memory()`` at the full
-    list); ``rss_back`` at the ``del``; ``c_heap_free`` (what glibc keeps free after the
-    ``del``, ``None`` off glibc). Run it with ``in_fresh_process``.
+    list); ``c_heap_growth`` (glibc's ``in_use`` growth while filling); ``rss_back`` at the
+    ``del``; ``c_heap_free`` (what glibc keeps free after the ``del``). The two ``c_heap``
+    figures are ``None`` off glibc. Run it with ``in_fresh_process``.
     """
     import numpy as np
 
     gc.collect()
     if trace:
         tracemalloc.start()
-    rss0, traced0 = rss(), traced_now()
+    rss0, traced0, heap0 = rss(), traced_now(), c_heap()
     held = [np.zeros(4, dtype=np.float32) for _ in range(n_arrays)]
-    grown, traced_bytes = rss() - rss0, traced_now() - traced0
+    grown, traced_bytes, heap1 = rss() - rss0, traced_now() - traced0, c_heap()
     records = tracemalloc.get_tracemalloc_memory()
     before_del = rss()
     del held
     back = before_del - rss()
-    heap = c_heap()
+    heap2 = c_heap()
     if trace:
         tracemalloc.stop()
+    glibc = heap0 is not None
     return {"rss_growth": grown, "traced": traced_bytes, "tracing_records": records,
-            "rss_back": back, "c_heap_free": None if heap is None else heap["free"]}
+            "c_heap_growth": heap1["in_use"] - heap0["in_use"] if glibc else None,
+            "rss_back": back, "c_heap_free": heap2["free"] if glibc else None}
 
 
 __all__ += ["in_fresh_process", "is_glibc", "in_c_heap", "c_heap", "freed_arrays_rss",
