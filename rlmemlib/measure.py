@@ -219,12 +219,14 @@ def in_c_heap(address: int) -> bool | None:
     """
     try:
         with open("/proc/self/maps") as maps:
-            for line in maps:
-                if line.rstrip().endswith("[heap]"):
-                    low, high = (int(x, 16) for x in line.split()[0].split("-"))
-                    return low <= address < high
+            lines = maps.read().splitlines()
     except OSError:
         return None
+    for line in lines:  # the heap can show as several lines (numpy's madvise splits it)
+        if line.endswith("[heap]"):
+            low, high = (int(x, 16) for x in line.split()[0].split("-"))
+            if low <= address < high:
+                return True
     return False
 
 

@@ -104,3 +104,27 @@ def test_small_arrays_rss_accounts_for_tracing_and_the_heap():
     assert 1.9 < off["c_heap_growth"] / (100_000 * 2 * 16) < 2.1  # 32 B per 16-byte request
     assert off["c_heap_free"] >= 100_000 * 2 * 32 * 0.9           # kept in the heap after del
     assert not tracemalloc.is_tracing()                             # nothing traced here
+
+
+_HEAP_IN_PIECES = """
+import json
+import numpy as np
+from rlmemlib.measure import in_c_heap
+a = np.ones(30 * 2**20, np.uint8)
+del a                                   # the threshold rises to 30 MiB: 25 MiB now comes from the heap
+blocks = [np.ones(25 * 2**20, np.uint8) for _ in range(3)]
+print(json.dumps([in_c_heap(b.ctypes.data) for b in blocks]))
+"""
+
+
+@glibc_only
+def test_in_c_heap_sees_every_piece_of_the_heap():
+    """numpy's madvise on big blocks splits the heap into several lines of /proc/self/maps."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _HEAP_IN_PIECES], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True, True]

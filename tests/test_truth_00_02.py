@@ -89,6 +89,23 @@ def test_00_glibc_threshold_rises_to_a_freed_mapped_block_up_to_32_mib():
 
 
 @glibc_only
+def test_00_glibc_gives_back_only_the_top_of_its_heap():
+    """'A block freed in the heap stays there for reuse, unless it lies at the heap's top end'"""
+    result = run_fresh("""
+import json, psutil
+rss = lambda: psutil.Process().memory_info().rss
+blocks = [bytearray(b"x" * 100 * 1024) for _ in range(40)]    # 100 KiB: below the threshold
+before = rss(); blocks.clear(); top = before - rss()           # they were the heap's top end
+blocks = [bytearray(b"x" * 100 * 1024) for _ in range(40)]
+pin = bytearray(b"x" * 100 * 1024)                             # a live block above them
+before = rss(); blocks.clear(); below = before - rss()
+print(json.dumps({"top": top, "below": below}))
+""")
+    assert result["top"] > 3 * MiB       # 4,000 KiB freed at the top: handed back
+    assert result["below"] < 256 * 1024  # the same below a live block: kept
+
+
+@glibc_only
 def test_00_glibc_serves_even_a_big_request_from_free_room_in_its_heap():
     """'glibc first serves a request from free memory already in its heap' (even above 32 MiB)"""
     after_small = rm.measure.in_fresh_process(rm.measure.freed_arrays_rss, [40], 1_500_000)
@@ -145,6 +162,20 @@ def test_00_memory_profiler_sampling_can_miss_a_short_peak():
 
 
 # ================================================================ 01 experience and references
+def test_01_cartpole_v1_truncates_at_500_steps():
+    """'a time limit (500 steps in CartPole-v1)'"""
+    env = gym.make("CartPole-v1")
+    assert env.spec.max_episode_steps == 500
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        env.unwrapped.state = np.zeros(4)  # hold the pole upright: only the time limit can end it
+        _, _, terminated, truncated, _ = env.step(steps % 2)
+        steps += 1
+        assert not terminated
+    assert steps == 500
+
+
 def test_01_quiz_packed_size_of_8_floats_and_300_actions():
     """Self-check 1: 8 float32 numbers and Discrete(300) pack into 72 bytes."""
     spec = rm.TransitionSpec.from_spaces(gym.spaces.Box(-1, 1, (8,), np.float32), gym.spaces.Discrete(300))
