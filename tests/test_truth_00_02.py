@@ -11,7 +11,6 @@ import gc
 import json
 import subprocess
 import sys
-import time
 import tracemalloc
 
 import gymnasium as gym
