@@ -22,6 +22,12 @@ Design choices and their memory trade-off:
   return the same batch for the same generator state.
 * Every ``add`` checks all six values before it writes anything: a rejected ``add`` leaves
   the memory exactly as it was.
+* Every array that holds stored data is made by one method, ``_new_array(name, shape,
+  dtype)`` (``np.zeros`` here): a subclass can back the memory by memory-mapped files or
+  shared memory by overriding it alone.
+* Saving and loading: each memory hands :mod:`rlmemlib.persist` its arrays and state
+  (``_saved_state``) and builds itself from a checked file (``_from_saved``); persist owns the
+  file format and checksums and imports no memory, so the dependency runs one way.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import persist
 from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar,
                    check_batch_size)
 
@@ -104,14 +111,22 @@ class _Memory:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(len={self._len}, capacity={self._capacity})"
 
+    # ------------------------------------------------------------------ storage and files
+    def _new_array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A zero-filled array that will hold stored data; every such array is made here.
+
+        ``name`` says which one (``"obs"``, ``"flags"``, ``"final_obs"``, ...). Override this
+        one method to back a memory by memory-mapped files or shared memory. ``np.zeros``
+        leaves the pages untouched, so they become resident only as rows are written.
+        """
+        return np.zeros(shape, dtype)
+
     def save(self, path):
         """Write this memory to ``path`` (a numpy ``.npz`` file) atomically; returns the path.
 
         See :mod:`rlmemlib.persist`: no pickle, a temporary file renamed over the target.
         """
-        from .persist import save
-
-        return save(self, path)
+        return persist.save(self, path)
 
     @classmethod
     def load(cls, path):
@@ -124,9 +139,7 @@ class _Memory:
         >>> CircularPool.load(path)[0].next_obs
         array([1., 1.], dtype=float32)
         """
-        from .persist import load
-
-        return load(cls, path)
+        return persist.load(cls, path)
 
 
 def _owned(value):
@@ -232,6 +245,48 @@ class ListMemory(_Memory):
         self._start = 0
         self._len = 0
 
+    # ------------------------------------------------------------------ files
+    def _saved_state(self):
+        """Arrays of the spec's dtypes, refused when a value would change in the cast."""
+        spec = self.spec
+        if spec is None:  # nothing was ever added
+            return {}, {"len": 0, "start": 0}
+        items = list(self)
+        arrays = {}
+        for name, (shape, dtype) in _field_layouts(spec).items():
+            values = [getattr(t, name) for t in items]
+            cast = np.array(values, dtype=dtype).reshape((len(items), *shape))
+            exact = np.array(values).reshape(cast.shape) if values else cast
+            if values and not np.array_equal(exact, cast, equal_nan=exact.dtype.kind == "f"):
+                raise ValueError(f"cannot save this ListMemory exactly: its {name} values change "
+                                 f"when cast to {dtype}; give the memory a matching spec")
+            arrays[name] = cast
+        return arrays, {"len": len(items), "start": 0}
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "ListMemory":
+        capacity = saved.meta.get("capacity")
+        if capacity is not None:
+            capacity = saved.int("capacity", 1, 2**40)
+        length = saved.int("len", 0, capacity if capacity is not None else 2**40)
+        mem = cls(capacity, saved.spec)
+        if length == 0:
+            return mem
+        spec = saved.require_spec()
+        got = {name: saved.array(name, (length, *shape), dtype)
+               for name, (shape, dtype) in _field_layouts(spec).items()}
+        for i in range(length):
+            mem.add(got["obs"][i], got["action"][i], got["reward"][i], got["next_obs"][i],
+                    bool(got["terminated"][i]), bool(got["truncated"][i]))
+        return mem
+
+
+def _field_layouts(spec: TransitionSpec) -> dict:
+    """Shape and dtype of each of the six fields of one transition, in the order of ``add``."""
+    return {"obs": (spec.obs_shape, spec.obs_dtype), "action": (spec.action_shape, spec.action_dtype),
+            "reward": ((), spec.reward_dtype), "next_obs": (spec.obs_shape, spec.obs_dtype),
+            "terminated": ((), np.dtype(np.bool_)), "truncated": ((), np.dtype(np.bool_))}
+
 
 def _infer_spec(obs, action) -> TransitionSpec:
     """A spec read off the first transition, for a ListMemory made without one."""
@@ -276,15 +331,14 @@ class CircularPool(_Memory):
         self.share_next_obs = bool(share_next_obs)
         # Shared: one spare row, so the newest transition's next_obs has a row of its own.
         rows = self._rows = self._capacity + 1 if self.share_next_obs else self._capacity
-        self.obs = np.zeros((rows, *spec.obs_shape), spec.obs_dtype)
-        # np.zeros, not zeros_like: zeros_like writes every page, zeros leaves them untouched
-        # (not resident) until a row is written.
-        self.next_obs = None if self.share_next_obs else np.zeros(self.obs.shape, self.obs.dtype)
-        self.action = np.zeros((rows, *spec.action_shape), spec.action_dtype)
-        self.reward = np.zeros(rows, spec.reward_dtype)
-        self.flags = np.zeros(rows, np.uint8)
+        self.obs = self._new_array("obs", (rows, *spec.obs_shape), spec.obs_dtype)
+        self.next_obs = (None if self.share_next_obs else
+                         self._new_array("next_obs", (rows, *spec.obs_shape), spec.obs_dtype))
+        self.action = self._new_array("action", (rows, *spec.action_shape), spec.action_dtype)
+        self.reward = self._new_array("reward", (rows,), spec.reward_dtype)
+        self.flags = self._new_array("flags", (rows,), np.uint8)
         # The side store starts small (a row per 64 transitions, at most 16) and doubles as needed.
-        self._finals = (_FinalStore(spec, min(16, self._capacity // 64 + 1))
+        self._finals = (_FinalStore(spec, min(16, self._capacity // 64 + 1), self._new_array)
                         if self.share_next_obs else None)
         self._lut_term = np.array([bool(f & TERMINATED) for f in range(8)])
         self._lut_trunc = np.array([bool(f & TRUNCATED) for f in range(8)])
@@ -388,6 +442,53 @@ class CircularPool(_Memory):
         self._tail = next_obs.tobytes()
         self._added += 1  # sequence numbers name the owners of final observations
 
+    # ------------------------------------------------------------------ files
+    def _saved_state(self):
+        arrays = {"obs": self.obs, "action": self.action, "reward": self.reward, "flags": self.flags}
+        if self.next_obs is not None:
+            arrays["next_obs"] = self.next_obs
+        state = {"share_next_obs": self.share_next_obs, "len": self._len, "start": self._start,
+                 "added": self._added if self.share_next_obs else self._len}
+        if self.share_next_obs:
+            arrays["final_obs"], arrays["final_seq"] = self._finals.live()
+        return arrays, state
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "CircularPool":
+        capacity = saved.int("capacity", 1, 2**40)
+        shared = saved.flag("share_next_obs")
+        spec = saved.require_spec()
+        rows = capacity + 1 if shared else capacity
+        length = saved.int("len", 0, capacity)
+        start = saved.int("start", 0, rows - 1)
+        added = saved.int("added", length, 2**62)
+        fields = {"obs": ((rows, *spec.obs_shape), spec.obs_dtype),
+                  "action": ((rows, *spec.action_shape), spec.action_dtype),
+                  "reward": ((rows,), spec.reward_dtype), "flags": ((rows,), np.uint8)}
+        if not shared:
+            fields["next_obs"] = fields["obs"]
+        got = {name: saved.array(name, *layout) for name, layout in fields.items()}
+        if np.any(got["flags"] & ~np.uint8(TERMINATED | TRUNCATED | FINAL_ELSEWHERE)):
+            raise saved.error("flags hold bits that no CircularPool writes")
+        pool = cls(capacity, spec, share_next_obs=shared)
+        if shared:
+            pool._restore_finals(saved, got["flags"], start, length, added)
+        for name, arr in got.items():
+            getattr(pool, name)[...] = arr
+        pool._pos, pool._len, pool._added = (start + length) % rows, length, added
+        return pool
+
+    def _restore_finals(self, saved, flags, start, length, added) -> None:
+        seq = saved.arrays.get("final_seq", np.zeros(0, np.int64))
+        seq = saved.array("final_seq", seq.shape[:1], np.int64)
+        obs = saved.array("final_obs", (len(seq), *self.spec.obs_shape), self.spec.obs_dtype)
+        rows = (start + np.arange(length)) % self._rows
+        owners = added - length + np.flatnonzero(flags[rows] & FINAL_ELSEWHERE)
+        if len(owners) != len(seq) or not np.array_equal(owners, seq):
+            raise saved.error("the side store of final observations does not match the flags")
+        for s, o in zip(seq.tolist(), obs):
+            self._finals.push(s, o)
+
     # ------------------------------------------------------------------ read
     def __getitem__(self, i) -> Transition:
         j = self._logical(i)
@@ -445,9 +546,13 @@ class _FinalStore:
     pool holds more episode ends than it ever has.
     """
 
-    def __init__(self, spec: TransitionSpec, size: int = 16):
-        self.obs = np.zeros((size, *spec.obs_shape), spec.obs_dtype)
-        self.seq = np.zeros(size, np.int64)  # sequence number of the owning transition
+    obs: np.ndarray   # (size, *obs_shape): the final observations, live in [head, head + count)
+    seq: np.ndarray   # (size,) int64: sequence number of the owning transition
+
+    def __init__(self, spec: TransitionSpec, size: int, new_array: Callable):
+        self._new_array = new_array  # the owning pool's allocator
+        self.obs = new_array("final_obs", (size, *spec.obs_shape), spec.obs_dtype)
+        self.seq = new_array("final_seq", (size,), np.int64)
         self.clear()
 
     def clear(self) -> None:
@@ -465,12 +570,22 @@ class _FinalStore:
                 self.obs[:self.count] = self.obs[self.head:end]
                 self.seq[:self.count] = self.seq[self.head:end]
             else:          # full: double
-                self.obs = np.concatenate([self.obs, np.zeros(self.obs.shape, self.obs.dtype)])
-                self.seq = np.concatenate([self.seq, np.zeros(self.seq.shape, self.seq.dtype)])
+                self.obs = self._grown("final_obs", self.obs)
+                self.seq = self._grown("final_seq", self.seq)
             self.head, end = 0, self.count
         self.obs[end] = obs
         self.seq[end] = seq
         self.count += 1
+
+    def _grown(self, name: str, arr: np.ndarray) -> np.ndarray:
+        bigger = self._new_array(name, (2 * len(arr), *arr.shape[1:]), arr.dtype)
+        bigger[:len(arr)] = arr
+        return bigger
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live final observations and their sequence numbers, oldest first (views)."""
+        live = slice(self.head, self.head + self.count)
+        return self.obs[live], self.seq[live]
 
     def pop_oldest(self) -> None:
         self.head += 1
@@ -576,7 +691,8 @@ class RecyclingMemory(_Memory):
         self._capacity = _check_capacity(capacity)
         self.spec = _check_spec(spec)
         dtype = spec.record_dtype
-        self.records: list[np.ndarray] = [np.zeros((), dtype) for _ in range(self._capacity)]
+        self.records: list[np.ndarray] = [self._new_array(f"record{i}", (), dtype)
+                                          for i in range(self._capacity)]
         self._gather = np.zeros(0, spec.record_dtype)  # scratch rows for the last batch size
         self._out_ok: tuple = ()
         self.clear()
@@ -607,6 +723,22 @@ class RecyclingMemory(_Memory):
             self._start = (self._start + 1) % cap
         else:
             self._len += 1
+
+    def _saved_state(self):
+        return {"records": np.stack(self.records)}, {"len": self._len, "start": self._start}
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "RecyclingMemory":
+        capacity = saved.int("capacity", 1, 2**40)
+        length = saved.int("len", 0, capacity)
+        start = saved.int("start", 0, capacity - 1)
+        spec = saved.require_spec()
+        records = saved.array("records", (capacity,), spec.record_dtype)
+        mem = cls(capacity, spec)
+        for record, row in zip(mem.records, records):
+            record[()] = row
+        mem._start, mem._len = start, length
+        return mem
 
     def __getitem__(self, i) -> Transition:
         record = self.records[(self._start + self._logical(i)) % self._capacity]
