@@ -171,25 +171,57 @@ def _add_batch(memory, arrays) -> None:
 
 # ====================================================================== collectors
 class Collector:
-    """Steps a gymnasium environment with a seeded random policy and ships chunks of transitions.
+    """Steps gymnasium environments with a seeded random policy and ships chunks of transitions.
 
-    A chunk is six arrays with a leading axis of ``chunk_size``, ready for ``add_batch``.
-    ``ray.remote(Collector)`` makes it an actor; ``run`` then feeds a :class:`ShardedReplay`.
+    A chunk is a :class:`~rlmemlib.Batch` of ``chunk_size`` transitions, ready for
+    ``add_batch``. With ``num_envs > 1`` the environments run as one gymnasium vector
+    environment (each step gives up to ``num_envs`` transitions); the step that follows an
+    episode end only resets that environment (gymnasium's next-step autoreset), so it is not a
+    transition and is never shipped. ``ray.remote(Collector)`` makes it an actor.
+
+    >>> c = Collector(seed=0, chunk_size=64, num_envs=8)
+    >>> batch = c.chunk()
+    >>> len(batch), bool((batch.reward == 1.0).all())  # CartPole pays 1.0 for every real step
+    (64, True)
     """
 
-    def __init__(self, env_id: str = "CartPole-v1", seed: int = 0, chunk_size: int = 500):
+    def __init__(self, env_id: str = "CartPole-v1", seed: int = 0, chunk_size: int = 500,
+                 num_envs: int = 1):
         import gymnasium as gym
 
-        self.env = gym.make(env_id)
-        self.spec = TransitionSpec.from_env(self.env)
         self.chunk_size = check_batch_size(chunk_size)
+        self.num_envs = check_batch_size(num_envs)
+        if self.num_envs == 1:
+            self.env = gym.make(env_id)
+            self.spec = TransitionSpec.from_env(self.env)
+        else:
+            # CartPole has a numpy-vectorized version (all environments in one step of array
+            # arithmetic); other environments step one after another.
+            mode = "vector_entry_point" if gym.spec(env_id).vector_entry_point else "sync"
+            self.env = gym.make_vec(env_id, num_envs=self.num_envs, vectorization_mode=mode)
+            mode = self.env.metadata.get("autoreset_mode")
+            if getattr(mode, "name", None) != "NEXT_STEP":
+                raise ValueError(f"num_envs > 1 needs gymnasium's next-step autoreset (gymnasium "
+                                 f">= 1.0), got autoreset mode {mode!r}")
+            self.spec = TransitionSpec.from_spaces(self.env.single_observation_space,
+                                                   self.env.single_action_space)
         self.env.action_space.seed(seed)
         self.obs, _ = self.env.reset(seed=seed)
+        self._resetting = np.zeros(self.num_envs, bool)  # vector: envs whose next step is a reset
+        self._spare: list = []  # vector: transitions stepped but not shipped yet (lists of rows)
         self.steps = 0
 
     def chunk(self) -> Batch:
         """The next ``chunk_size`` transitions, episode ends included, in the spec's dtypes."""
         out = self.spec.empty_batch(self.chunk_size)
+        if self.num_envs == 1:
+            self._fill_single(out)
+        else:
+            self._fill_vector(out)
+        self.steps += self.chunk_size
+        return out
+
+    def _fill_single(self, out: Batch) -> None:
         env, obs = self.env, self.obs
         for k in range(self.chunk_size):
             action = int(env.action_space.sample())
@@ -198,8 +230,27 @@ class Collector:
             out.next_obs[k], out.terminated[k], out.truncated[k] = next_obs, terminated, truncated
             obs = env.reset()[0] if terminated or truncated else next_obs
         self.obs = obs
-        self.steps += self.chunk_size
-        return out
+
+    def _fill_vector(self, out: Batch) -> None:
+        filled = 0
+        while filled < self.chunk_size:
+            if not self._spare:
+                self._step_vector()
+            rows = self._spare.pop(0)
+            take = min(len(rows[0]), self.chunk_size - filled)
+            for dest, src in zip(out, rows):
+                dest[filled:filled + take] = src[:take]
+            if take < len(rows[0]):
+                self._spare.insert(0, [a[take:] for a in rows])
+            filled += take
+
+    def _step_vector(self) -> None:
+        action = self.env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        real = ~self._resetting  # a resetting env's step only starts its next episode
+        self._spare.append([a[real] for a in (self.obs, action, reward, next_obs, terminated, truncated)])
+        self._resetting = terminated | truncated
+        self.obs = next_obs
 
     def run(self, replay: "ShardedReplay", chunks: int, max_in_flight: int = 2) -> dict:
         """Send ``chunks`` chunks to ``replay``, waiting whenever ``max_in_flight`` are unanswered."""

@@ -328,7 +328,11 @@ class SharedBacked:
 
     def add_batch(self, *args, **kwargs):
         with self._lock:
-            return super().add_batch(*args, **kwargs)
+            base = super()
+            if hasattr(base, "add_batch"):
+                return base.add_batch(*args, **kwargs)
+            for row in zip(*args):  # a pool from before add_batch: one add per row
+                base.add(*row)
 
     def sample(self, *args, **kwargs):
         with self._lock:
