@@ -13,7 +13,7 @@ Design choices and their memory trade-off:
   which it can only swap. So a pool can be larger than RAM, and each sampled row that is not
   in the page cache costs a read from disk. :meth:`MemmapBacked.flush` writes the pool's
   cursor to ``state.json`` (atomically); :func:`reopen` maps the files again later, lazily:
-  reopening reads no rows. No checksum: the arrays are the live data, written in place, and a
+  reopening reads the flags (one byte per row, checked) and no other rows. No checksum: the arrays are the live data, written in place, and a
   reopened pool holds what the last ``flush`` described (rows written after it may have
   replaced rows it counted as held).
 * :func:`shared` puts each array in a ``multiprocessing.shared_memory`` segment (a file in
@@ -199,8 +199,8 @@ def memmap(cls, folder, *args, **kwargs):
 def reopen(folder):
     """The pool saved in ``folder`` by ``flush``/``close``, its files mapped again (read+write).
 
-    Nothing is read but the cursor and each array's header: rows come in from disk as they are
-    used. A ``ValueError`` names any problem with the folder.
+    Nothing is read but the cursor, each array's header and what the pool class checks (a
+    CircularPool checks its flags, one byte per row): rows come in from disk as they are used. A ``ValueError`` names any problem with the folder.
     """
     folder = Path(folder)
     meta = _read_state(folder)
