@@ -51,7 +51,7 @@ import numpy as np
 
 from .spec import Batch, TransitionSpec, check_batch_size
 
-__all__ = ["ReplayServer", "Collector", "ShardedReplay", "GivenIndices", "locate", "LOOPBACK_ENV",
+__all__ = ["start_local", "ReplayServer", "Collector", "ShardedReplay", "GivenIndices", "locate", "LOOPBACK_ENV",
            "ray_processes", "process_memory", "object_store_used", "serialized_nbytes",
            "ConnectionWatch", "foreign_connections"]
 
@@ -60,6 +60,27 @@ FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 # Set before Ray starts: on Linux, Ray's servers then listen on 127.0.0.1 only (without it
 # they bind the machine's network address), and Ray sends no usage statistics.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_local(**options):
+    """``ray.init(**options)`` for a cluster on this machine only; returns Ray's context.
+
+    The variables of :data:`LOOPBACK_ENV` must be set before Ray starts (the lesson sets them
+    itself); this refuses to start otherwise. Ray's own defaults are changed only where
+    ``options`` says. If start-up times out (Ray's node agent has 15 s to start, which a busy
+    machine can exceed), Ray is shut down and started once more.
+    """
+    wrong = {k: os.environ.get(k) for k, v in LOOPBACK_ENV.items() if os.environ.get(k) != v}
+    if wrong:
+        raise RuntimeError(f"set {LOOPBACK_ENV} in os.environ before starting Ray; now {wrong}")
+    ray = _ray()
+    try:
+        return ray.init(**options)
+    except Exception as exc:  # Ray raises a bare Exception for this
+        if "timed out during startup" not in str(exc):
+            raise
+        ray.shutdown()
+        return ray.init(**options)
 
 
 def _ray():

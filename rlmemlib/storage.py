@@ -55,7 +55,7 @@ from . import persist
 from .spec import TransitionSpec
 
 __all__ = ["memmap", "reopen", "MemmapBacked", "shared", "attach", "SharedBacked", "SharedHandle",
-           "Resident", "resident", "container_memory"]
+           "Resident", "resident", "filesystem", "container_memory"]
 
 STATE_FILE = "state.json"
 FORMAT = "rlmemlib-memmap"
@@ -450,6 +450,22 @@ def resident(pid: int | None = None) -> Resident:
         if key in ("RssAnon", "RssFile", "RssShmem"):
             fields[key] = int(value.split()[0]) * 1024  # reported in kB
     return Resident(fields.get("RssAnon", 0), fields.get("RssFile", 0), fields.get("RssShmem", 0))
+
+
+def filesystem(path) -> str | None:
+    """The type of the file system holding ``path`` (``"ext4"``, ``"tmpfs"``, ...), from Linux's
+    ``/proc/self/mounts``; None elsewhere. A memory-mapped file on ``tmpfs`` is shared memory."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target, best, kind = Path(path).resolve(), -1, None
+    for line in mounts:
+        parts = line.split()
+        point = Path(parts[1].replace("\\040", " "))
+        if (target == point or point in target.parents) and len(str(point)) > best:
+            best, kind = len(str(point)), parts[2]
+    return kind
 
 
 def container_memory() -> dict | None:
