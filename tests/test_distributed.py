@@ -271,3 +271,14 @@ def test_environment_yml_installs_the_same_ray_as_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = [i for i in env["dependencies"] if isinstance(i, dict)][0]["pip"]
     assert len(ray_pip) == 1 and ray_pip[0] in pip, (ray_pip, pip)
+
+
+def test_jsonschema_does_not_build_parsers_at_import(tmp_path):
+    """Why pyproject bounds jsonschema below 4.24: Ray imports it in every one of its processes,
+    and from 4.24 on it imports rfc3987_syntax, which builds its grammars at import (seconds)."""
+    import subprocess
+    import sys
+
+    code = "import sys, jsonschema; print('rfc3987_syntax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False", out.stderr
