@@ -65,14 +65,21 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABL
 def start_local(**options):
     """``ray.init(**options)`` for a cluster on this machine only; returns Ray's context.
 
-    The variables of :data:`LOOPBACK_ENV` must be set before Ray starts (the lesson sets them
-    itself); this refuses to start otherwise. Ray's own defaults are changed only where
+    The variables of :data:`LOOPBACK_ENV` must be set before Ray is imported (Ray reads them
+    once, at import; the lesson sets them itself); this refuses to start otherwise. Ray's own defaults are changed only where
     ``options`` says. If start-up times out (Ray's node agent has 15 s to start, which a busy
     machine can exceed), Ray is shut down and started once more.
     """
     wrong = {k: os.environ.get(k) for k, v in LOOPBACK_ENV.items() if os.environ.get(k) != v}
     if wrong:
-        raise RuntimeError(f"set {LOOPBACK_ENV} in os.environ before starting Ray; now {wrong}")
+        raise RuntimeError(f"set {LOOPBACK_ENV} in os.environ before importing Ray; now {wrong}")
+    import sys
+
+    constants = getattr(sys.modules.get("ray._private.ray_constants"), "ENABLE_RAY_CLUSTER", False)
+    if constants:  # Ray reads the variable once, when it is first imported
+        raise RuntimeError("Ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set, so "
+                           "it would bind the machine's network address: set the variable before "
+                           "`import ray` (restart the kernel)")
     ray = _ray()
     try:
         return ray.init(**options)
@@ -374,14 +381,26 @@ def object_store_used() -> int:
 
 
 def ray_processes() -> list:
-    """The processes Ray started for this driver: every descendant of this process.
+    """The processes Ray started for this driver: its descendants that run Ray.
 
     A local cluster started by ``ray.init()`` runs its servers (GCS, raylet, agents) and its
-    workers as children and grandchildren of the driver.
+    workers as children and grandchildren of the driver. Other children (a multiprocessing
+    resource tracker, say) are left out.
     """
     import psutil
 
-    return psutil.Process().children(recursive=True)
+    return [p for p in psutil.Process().children(recursive=True) if _is_ray(p)]
+
+
+def _is_ray(proc) -> bool:
+    import psutil
+
+    try:
+        name, cmdline = proc.name(), " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return (name.startswith("ray::") or name in ("gcs_server", "raylet")
+            or f"{os.sep}ray{os.sep}" in cmdline)
 
 
 @dataclass

@@ -127,40 +127,57 @@ def _finish(report: RunReport, procs, hold) -> RunReport:
     return report
 
 
+def _check_room(capacity: int, collectors: int, chunks: int, chunk_size: int) -> int:
+    total = collectors * chunks * chunk_size
+    if capacity < total:
+        raise ValueError(f"capacity is {capacity:,}, expected at least the {total:,} transitions "
+                         "of the run (collectors * chunks * chunk_size): the learner counts chunks "
+                         "by the pool's length")
+    return total
+
+
 def run_shared(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks: int = 100,
                chunk_size: int = 1000, num_envs: int = 64, batch_size: int = 256, seed: int = 0):
-    """Collectors write into a pool in shared memory; this process samples from it meanwhile.
+    """Collectors write into a pool in shared memory; this process samples from it meanwhile,
+    one batch for each chunk stored.
 
     Returns the pool (still open: ``pool.close()`` frees it) and a :class:`RunReport`.
     """
     from .memory import CircularPool
     from .storage import shared
 
+    total = _check_room(capacity, collectors, chunks, chunk_size)
     ctx = multiprocessing.get_context("spawn")
     pool = shared(CircularPool, capacity, spec, context=ctx)
     rng, start = np.random.default_rng(seed), time.perf_counter()
     procs, done, hold = _start(_collect_shared, pool.handle(), collectors, chunks, chunk_size,
                                num_envs, seed, ctx)
     finished, batches = 0, 0
-    while finished < collectors:
-        if len(pool):
+    while batches < collectors * chunks:
+        if batches < len(pool) // chunk_size:  # a chunk arrived that has no batch yet
             pool.sample(batch_size, rng)
             batches += 1
+        else:
+            time.sleep(0.0005)
+            _check_alive(procs)
+    while finished < collectors:
         finished += _drain(done)
         _check_alive(procs)
-    report = RunReport("shared memory", collectors * chunks * chunk_size, batches,
-                       time.perf_counter() - start, 0, _chunk_nbytes(spec, chunk_size))
+    report = RunReport("shared memory", total, batches, time.perf_counter() - start, 0,
+                       _chunk_nbytes(spec, chunk_size))
     return pool, _finish(report, procs, hold)
 
 
 def run_queue(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks: int = 100,
               chunk_size: int = 1000, num_envs: int = 64, batch_size: int = 256, seed: int = 0):
-    """Collectors send chunks through a queue; this process adds them to its pool and samples.
+    """Collectors send chunks through a queue; this process adds each to its pool and samples
+    one batch for it.
 
     Returns the pool and a :class:`RunReport`.
     """
     from .memory import CircularPool
 
+    _check_room(capacity, collectors, chunks, chunk_size)
     ctx = multiprocessing.get_context("spawn")
     pool = CircularPool(capacity, spec)
     queue = ctx.Queue(maxsize=4 * collectors)

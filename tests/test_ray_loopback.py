@@ -14,23 +14,18 @@ import pytest
 import rlmemlib as rm
 from rlmemlib import distributed as rd
 
+# Ray reads these once, when it is first imported: set them before (this test process keeps them).
+os.environ.update(rd.LOOPBACK_ENV)
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    saved = {k: os.environ.get(k) for k in rd.LOOPBACK_ENV}
-    os.environ.update(rd.LOOPBACK_ENV)
     rd.start_local(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     watch = rd.ConnectionWatch(interval=0.2).start()
     yield watch
     watch.stop()
     ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def _same(a, b) -> bool:
@@ -39,7 +34,7 @@ def _same(a, b) -> bool:
 
 def test_start_local_refuses_to_start_without_the_loopback_setting(monkeypatch):
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
-    with pytest.raises(RuntimeError, match="before starting Ray"):
+    with pytest.raises(RuntimeError, match="before importing Ray"):
         rd.start_local(num_cpus=1)
 
 
@@ -92,16 +87,21 @@ def test_small_results_stay_out_of_the_object_store_large_ones_go_in(cluster):
     ray.get(maker.array.remote(1))
     time.sleep(1.5)
     base = rd.object_store_used()
-    small = [ray.get(maker.array.remote(90 * 1024)) for _ in range(10)]
+    small = [maker.array.remote(90 * 1024) for _ in range(10)]  # references kept
+    ray.get(small)
     time.sleep(1.5)
     small_growth = rd.object_store_used() - base
-    large = [ray.get(maker.array.remote(110 * 1024)) for _ in range(10)]
+    large = [maker.array.remote(110 * 1024) for _ in range(10)]
+    values = ray.get(large)
     time.sleep(1.5)
     large_growth = rd.object_store_used() - base
+    del small, large
+    time.sleep(1.5)
+    released = rd.object_store_used() - base
     assert small_growth < 64 * 1024, small_growth          # 90 KiB results: inside the messages
     assert large_growth > 10 * 100 * 1024, large_growth    # 110 KiB results: in the store
-    assert not large[0].flags.writeable                    # read from the store without a copy
-    del small, large
+    assert released < 64 * 1024, released                  # freed once no reference is left
+    assert not values[0].flags.writeable                   # read from the store without a copy
 
 
 def test_the_lesson_counts_what_ray_serializes(cluster, cartpole_spec):
