@@ -22,6 +22,10 @@ Design choices and their memory trade-off:
   return the same batch for the same generator state.
 * Every ``add`` checks all six values before it writes anything: a rejected ``add`` leaves
   the memory exactly as it was.
+* ``add_batch`` takes ``n`` transitions as arrays with a leading axis of ``n`` (what a vector
+  environment hands over) and leaves exactly what ``n`` adds would. The whole batch is checked
+  first (:meth:`TransitionSpec.cast_batch`: an error names the field and the first bad row),
+  then written with one slice store per array where the layout allows it.
 * Every array that holds stored data is made by one method, ``_new_array(name, shape,
   dtype)`` (``np.zeros`` here): a subclass can back the memory by memory-mapped files or
   shared memory by overriding it alone.
@@ -110,6 +114,10 @@ class _Memory:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(len={self._len}, capacity={self._capacity})"
+
+    def _kept_after(self, n: int) -> int:
+        """How many of ``n`` new transitions are still held once all ``n`` are added."""
+        return n if self._capacity is None else min(n, self._capacity)
 
     # ------------------------------------------------------------------ storage and files
     def _new_array(self, name: str, shape: tuple, dtype) -> np.ndarray:
@@ -213,12 +221,36 @@ class ListMemory(_Memory):
         item = Transition(obs, action, reward, next_obs,
                           cast_flag(terminated, "terminated"), cast_flag(truncated, "truncated"))
         self.spec = spec  # only now: a rejected first add leaves no spec behind
+        self._append(item)
+
+    def _append(self, item: Transition) -> None:
         if self._capacity is None or self._len < self._capacity:
             self._items.append(item)
             self._len += 1
         else:
             self._items[self._start] = item  # the oldest slot takes the newest transition
             self._start = (self._start + 1) % self._capacity
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Add ``n`` transitions given as arrays with a leading axis of ``n``, as ``n`` adds would.
+
+        The whole batch is checked before anything is stored. Each transition keeps copies of
+        its two observation rows and Python numbers for the rest, so the memory never keeps
+        the caller's batch arrays alive (a row view would keep its whole batch).
+        """
+        spec = self.spec or _infer_batch_spec(obs, action)
+        if spec is None:
+            return  # an empty first batch: nothing to store, no row to learn the spec from
+        rows = spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        self.spec = spec  # only now: a rejected first batch leaves no spec behind
+        m = self._kept_after(len(rows))
+        if not m:
+            return
+        tail = slice(len(rows) - m, None)
+        for item in zip([o.copy() for o in rows.obs[tail]], rows.action[tail].tolist(),
+                        rows.reward[tail].tolist(), [o.copy() for o in rows.next_obs[tail]],
+                        rows.terminated[tail].tolist(), rows.truncated[tail].tolist()):
+            self._append(Transition(*item))
 
     def __getitem__(self, i) -> Transition:
         j = self._logical(i)
@@ -286,6 +318,22 @@ def _field_layouts(spec: TransitionSpec) -> dict:
     return {"obs": (spec.obs_shape, spec.obs_dtype), "action": (spec.action_shape, spec.action_dtype),
             "reward": ((), spec.reward_dtype), "next_obs": (spec.obs_shape, spec.obs_dtype),
             "terminated": ((), np.dtype(np.bool_)), "truncated": ((), np.dtype(np.bool_))}
+
+
+def _infer_batch_spec(obs, action) -> TransitionSpec | None:
+    """A spec read off the first row of a batch (None for an empty batch: nothing to learn)."""
+    if isinstance(obs, (str, bytes)):
+        raise TypeError(f"obs must be numeric, got text {obs!r:.40}")
+    try:
+        arr, act = np.asarray(obs), np.asarray(action)
+    except Exception as exc:  # ragged lists and odd objects
+        raise TypeError(f"obs and action must be arrays with a leading axis of n: {exc}") from None
+    if arr.ndim == 0 or act.ndim == 0:
+        field, got = ("obs", arr) if arr.ndim == 0 else ("action", act)
+        raise ValueError(f"{field} has shape {got.shape}, expected a leading axis of n transitions")
+    if not len(arr):
+        return None
+    return _infer_spec(arr[0], act[0] if len(act) else act)
 
 
 def _infer_spec(obs, action) -> TransitionSpec:
@@ -442,6 +490,48 @@ class CircularPool(_Memory):
         self._tail = next_obs.tobytes()
         self._added += 1  # sequence numbers name the owners of final observations
 
+    # ------------------------------------------------------------------ add_batch
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Store ``n`` transitions given as arrays with a leading axis of ``n``.
+
+        The same contents and later samples as ``n`` calls of ``add`` in that order; the whole
+        batch is checked before anything is written, so a refused batch changes nothing.
+
+        >>> import numpy as np
+        >>> pool = CircularPool(3, TransitionSpec((2,), np.float32, (), np.uint8, np.float32, 0, 1))
+        >>> pool.add_batch(np.zeros((4, 2)), [0, 1, 1, 0], np.ones(4), np.ones((4, 2)),
+        ...                [False] * 4, [False, False, False, True])
+        >>> len(pool), pool[-1].truncated
+        (3, True)
+        """
+        rows = self.spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        n = len(rows)
+        codes = rows.terminated.view(np.uint8) | (rows.truncated.view(np.uint8) << 1)
+        if self.share_next_obs:
+            self._add_batch_shared(rows, codes)
+            return
+        m = min(n, self._capacity)
+        first = (self._pos + n - m) % self._rows  # row of the first transition still held after
+        for dest, src in _ring_spans(first, m, self._rows, n - m):
+            self.obs[dest] = rows.obs[src]
+            self.next_obs[dest] = rows.next_obs[src]
+            self.action[dest] = rows.action[src]
+            self.reward[dest] = rows.reward[src]
+            self.flags[dest] = codes[src]
+        self._pos = (self._pos + n) % self._rows
+        self._len = min(self._len + n, self._capacity)
+
+    def _add_batch_shared(self, rows: Batch, codes: np.ndarray) -> None:
+        for k in range(len(rows)):
+            row = self._pos
+            self._add_shared(row, rows.obs[k], rows.next_obs[k])
+            self.action[row] = rows.action[k]
+            self.reward[row] = rows.reward[k]
+            self.flags[row] = codes[k]
+            self._pos = row + 1 if row + 1 < self._rows else 0
+            if self._len < self._capacity:
+                self._len += 1
+
     # ------------------------------------------------------------------ files
     def _saved_state(self):
         arrays = {"obs": self.obs, "action": self.action, "reward": self.reward, "flags": self.flags}
@@ -534,6 +624,16 @@ class CircularPool(_Memory):
                 seqs += self._added - self._len
                 out.next_obs[elsewhere] = self._finals.get_many(seqs)
         return out
+
+
+def _ring_spans(first: int, m: int, rows: int, src_start: int = 0):
+    """``m`` consecutive ring rows from ``first``, as (ring slice, source slice) pairs: one,
+    or two when they wrap past the end; the source rows start at ``src_start``."""
+    head = min(m, rows - first)
+    spans = [(slice(first, first + head), slice(src_start, src_start + head))]
+    if head < m:
+        spans.append((slice(0, m - head), slice(src_start + head, src_start + m)))
+    return spans
 
 
 class _FinalStore:
@@ -723,6 +823,22 @@ class RecyclingMemory(_Memory):
             self._start = (self._start + 1) % cap
         else:
             self._len += 1
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Overwrite ``n`` records in place, as ``n`` adds would; the batch is checked first."""
+        rows = self.spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        n, cap = len(rows), self._capacity
+        m = min(n, cap)
+        packed = np.empty(m, self.spec.record_dtype)  # the kept rows, one record each
+        for name, values in zip(("obs", "action", "reward", "next_obs", "terminated", "truncated"),
+                                rows):
+            packed[name] = values[n - m:]
+        end = self._start + self._len + n  # one past the newest, counted from the old start
+        for k in range(m):
+            self.records[(end - m + k) % cap][()] = packed[k]
+        dropped = max(0, self._len + n - cap)
+        self._start = (self._start + dropped) % cap
+        self._len = min(self._len + n, cap)
 
     def _saved_state(self):
         return {"records": np.stack(self.records)}, {"len": self._len, "start": self._start}
