@@ -166,7 +166,7 @@ class ReplayServer:
 
     def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> int:
         """Store ``n`` transitions (arrays with a leading axis of ``n``); returns ``len(memory)``."""
-        _add_batch(self.memory, (obs, action, reward, next_obs, terminated, truncated))
+        self.memory.add_batch(obs, action, reward, next_obs, terminated, truncated)
         self.adds += 1
         self.received += len(reward)
         return len(self.memory)
@@ -187,14 +187,6 @@ class ReplayServer:
         """Process id, calls served, and the memory's own bytes (``nbytes`` where it has one)."""
         return {"pid": os.getpid(), "adds": self.adds, "received": self.received,
                 "len": len(self.memory), "nbytes": getattr(self.memory, "nbytes", None)}
-
-
-def _add_batch(memory, arrays) -> None:
-    if hasattr(memory, "add_batch"):
-        memory.add_batch(*arrays)
-    else:  # a memory from before add_batch: one add per row
-        for row in zip(*arrays):
-            memory.add(*row)
 
 
 # ====================================================================== collectors

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distributed import Collector, _add_batch
+from .distributed import Collector
 from .spec import TransitionSpec
 
 __all__ = ["ProcessReport", "RunReport", "run_shared", "run_queue", "pickled_nbytes", "after_fork"]
@@ -191,7 +191,7 @@ def run_queue(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks: 
             continue
         if not pipe_bytes:
             pipe_bytes = pickled_nbytes(chunk)  # every chunk has the same shapes: the same size
-        _add_batch(pool, chunk)
+        pool.add_batch(*chunk)
         pool.sample(batch_size, rng)
         batches += 1
     for _ in procs:  # each collector reports once it has queued its last chunk

@@ -34,7 +34,7 @@ Design choices and their memory trade-off:
 >>> pool.add(np.zeros(2, np.float32), 1, 1.0, np.ones(2, np.float32), False, False)
 >>> pool.close()
 >>> again = reopen(folder)
->>> len(again), again[0].next_obs, type(again.obs).__name__
+>>> len(again), again[0].next_obs, type(again.obs.base).__name__
 (1, array([1., 1.], dtype=float32), 'memmap')
 """
 
@@ -116,11 +116,12 @@ class MemmapBacked:
     prefix = "Memmap"
     folder: Path
     _files: dict    # array name -> the memmap backing it (the live one for each name)
+    _views: dict    # array name -> the plain ndarray view of it that the pool holds
     _reuse: dict    # while reopening: array name -> the memmap found in the folder
 
     def __init__(self, *args, **kwargs):
         folder, reuse = _BUILDING.get()
-        self.folder, self._files, self._reuse = folder, {}, dict(reuse)
+        self.folder, self._files, self._views, self._reuse = folder, {}, {}, dict(reuse)
         super().__init__(*args, **kwargs)
         self._reuse = {}
 
@@ -128,7 +129,8 @@ class MemmapBacked:
         found = self._reuse.pop(name, None)
         if found is not None and found.shape == tuple(shape) and found.dtype == np.dtype(dtype):
             self._files[name] = found  # reopening: the file's own rows, not a copy
-            return found
+            view = self._views[name] = found.view(np.ndarray)
+            return view
         # A new file under a temporary name, renamed into place: an array of the same name
         # that is still mapped (a side store that doubles) keeps its old file until dropped.
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=self.folder)
@@ -136,7 +138,9 @@ class MemmapBacked:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
         os.replace(tmp, self.folder / f"{name}.npy")
         self._files[name] = arr
-        return arr
+        # A plain ndarray view of the mapping: rows read from it are plain arrays, not memmaps.
+        view = self._views[name] = arr.view(np.ndarray)
+        return view
 
     @property
     def file_nbytes(self) -> int:
@@ -148,8 +152,8 @@ class MemmapBacked:
         arrays, state = self._saved_state()
         listing = {}
         for name, arr in arrays.items():
-            if self._files.get(name) is arr:
-                arr.flush()
+            if self._views.get(name) is arr:  # the whole array the pool holds: its file, flushed
+                self._files[name].flush()
                 listing[name] = f"{name}.npy"
             else:  # a view or a copy (the live part of a side store): saved whole, small
                 listing[name] = f"saved-{name}.npy"
@@ -162,7 +166,7 @@ class MemmapBacked:
     def close(self) -> None:
         """``flush``; the mappings go when the pool object is dropped, the folder stays."""
         self.flush()
-        self._files = {}
+        self._files, self._views = {}, {}
 
 
 def _atomic(path: Path, write) -> None:
@@ -328,11 +332,7 @@ class SharedBacked:
 
     def add_batch(self, *args, **kwargs):
         with self._lock:
-            base = super()
-            if hasattr(base, "add_batch"):
-                return base.add_batch(*args, **kwargs)
-            for row in zip(*args):  # a pool from before add_batch: one add per row
-                base.add(*row)
+            return super().add_batch(*args, **kwargs)
 
     def sample(self, *args, **kwargs):
         with self._lock:

@@ -39,7 +39,7 @@ def test_memmap_pool_holds_and_samples_what_a_pool_in_ram_does(tmp_path, cartpol
     disk = storage.memmap(rm.CircularPool, tmp_path, 700, cartpole_spec, share_next_obs=share)
     ram = rm.CircularPool(700, cartpole_spec, share_next_obs=share)
     _fill(cartpole_data[:2500], disk, ram)
-    assert isinstance(disk, rm.CircularPool) and isinstance(disk.obs, np.memmap)
+    assert isinstance(disk, rm.CircularPool) and isinstance(disk.obs.base, np.memmap)
     assert helpers.contents(disk, cartpole_spec) == helpers.contents(ram, cartpole_spec)
     assert _same(disk.sample(128, np.random.default_rng(3)), ram.sample(128, np.random.default_rng(3)))
 
@@ -52,7 +52,8 @@ def test_reopened_pool_goes_on_like_the_pool_that_never_stopped(tmp_path, cartpo
     disk.close()
     del disk
     again = storage.reopen(tmp_path)
-    assert type(again).__name__ == "MemmapCircularPool" and isinstance(again.obs, np.memmap)
+    assert type(again).__name__ == "MemmapCircularPool" and isinstance(again.obs.base, np.memmap)
+    assert type(again[0].obs) is np.ndarray and type(again.sample(2, np.random.default_rng(0)).obs) is np.ndarray
     assert helpers.contents(again, cartpole_spec) == helpers.contents(ram, cartpole_spec)
     _fill(cartpole_data[1900:3200], again, ram)  # wraps around, evicts finals from before the reopen
     assert helpers.contents(again, cartpole_spec) == helpers.contents(ram, cartpole_spec)
