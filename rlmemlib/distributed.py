@@ -160,9 +160,15 @@ class ReplayServer:
     """
 
     def __init__(self, make_memory: Callable[[], object]):
+        self.reset(make_memory)
+
+    def reset(self, make_memory: Callable[[], object]) -> int:
+        """Replace the memory by ``make_memory()`` (the old one is dropped first); returns 0."""
+        self.memory = None  # the old arrays go before the new ones are made
         self.memory = make_memory()
         self.adds = 0       # add_batch calls served
         self.received = 0   # transitions received
+        return len(self.memory)
 
     def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> int:
         """Store ``n`` transitions (arrays with a leading axis of ``n``); returns ``len(memory)``."""

@@ -116,6 +116,13 @@ def test_replay_server_adds_and_samples_like_its_memory(cartpole_spec, cartpole_
     assert stats["received"] == 1200 and stats["adds"] == 4 and stats["len"] == 500
 
 
+def test_reset_replaces_the_memory(cartpole_spec, cartpole_data):
+    server = rd.ReplayServer(lambda: rm.CircularPool(50, cartpole_spec))
+    server.add_batch(*_chunk(cartpole_data[:30]))
+    assert server.reset(lambda: rm.ListMemory(None, cartpole_spec)) == 0
+    assert isinstance(server.memory, rm.ListMemory) and server.stats()["received"] == 0
+
+
 def test_a_refused_chunk_changes_nothing_in_the_server(cartpole_spec, cartpole_data, helpers):
     server = rd.ReplayServer(lambda: rm.CircularPool(100, cartpole_spec))
     server.add_batch(*_chunk(cartpole_data[:50]))
