@@ -118,3 +118,20 @@ def test_every_ray_process_stays_on_loopback(cluster):
     cluster.look()
     assert cluster.looks >= 3 and len(cluster.processes) >= 4
     assert cluster.foreign == [], cluster.foreign
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux's default")
+def test_the_variable_is_what_turns_loopback_on():
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import: on Linux, unset, a cluster
+    takes the machine's own address (its route to the outside); "0" keeps it on 127.0.0.1."""
+    import subprocess
+    import sys
+
+    code = ("import ray._private.ray_constants as c, ray._private.services as s; "
+            "print(c.ENABLE_RAY_CLUSTER, s.get_node_ip_address() if not c.ENABLE_RAY_CLUSTER else '-')")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    unset = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    zero = subprocess.run([sys.executable, "-c", code], env={**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+                          capture_output=True, text=True)
+    assert unset.stdout.split() == ["True", "-"], unset.stderr[-300:]
+    assert zero.stdout.split() == ["False", "127.0.0.1"], zero.stderr[-300:]
