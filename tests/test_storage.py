@@ -256,6 +256,7 @@ CHILD = textwrap.dedent("""
     else:
         from multiprocessing import shared_memory
         seg = shared_memory.SharedMemory(create=True, size=n)
+        print("segment", seg.name, flush=True)  # the test frees it if this process is killed
         a = np.ndarray((n,), np.uint8, buffer=seg.buf)
         a[:] = 1
     print("survived")
@@ -289,6 +290,27 @@ def _limited_cgroup(tmp_name: str) -> Path | None:
     return child
 
 
+def _remove(group: Path) -> None:
+    """Remove the test's cgroup once the processes started in it (a killed child's resource
+    tracker, say) have ended; those still there after a while are ended here."""
+    import signal
+    import time
+
+    for attempt in range(50):
+        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        if not pids:
+            try:
+                group.rmdir()
+                return
+            except OSError:
+                pass
+        elif attempt > 20:
+            for pid in pids:  # started by this test, inside its cgroup
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    group.rmdir()
+
+
 def _has_swap() -> bool:
     import psutil
 
@@ -312,7 +334,10 @@ def test_at_a_memory_limit_file_pages_are_dropped_and_the_others_are_not(tmp_pat
         done = subprocess.run([sys.executable, str(script), kind, str(tmp_path / "big.npy")],
                               preexec_fn=enter, capture_output=True, text=True, timeout=300)
     finally:
-        group.rmdir()
+        _remove(group)
+    for line in done.stdout.splitlines():  # a killed process leaves its segment behind
+        if line.startswith("segment "):
+            Path("/dev/shm", line.split()[1].lstrip("/")).unlink(missing_ok=True)
     if survives:
         assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-500:]
     else:
