@@ -75,7 +75,7 @@ def test_ex1_right_answers_pass(right):
     (loaded_into_ram, "mapped from their files.*in RAM.*np.load without mmap_mode"),
     (read_only, "read-only.*use 'r\\+'"),
     (copy_on_write, "copy on write.*file never sees them"),
-    (made_anew, "rows written before.*mode='w\\+'\) makes the file anew"),
+    (made_anew, r"rows written before.*mode='w\+'\) makes the file anew"),
     (every_file, "only the .npy files"),
     (named_with_suffix, "without the suffix"),
 ], ids=["np.load", "mmap-r", "mmap-c", "open_memmap-w+", "state.json-too", "keys-with-.npy"])
