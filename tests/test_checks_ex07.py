@@ -3,13 +3,22 @@ are rejected with the teaching message, unfinished ones say "not yet"."""
 
 from __future__ import annotations
 
+import re
+import sys
 import warnings
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 
 from rlmemlib.checks import CheckFailed, ExerciseError, ex07
 from rlmemlib.measure import fmt_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions" / "07_pixels_and_frame_stacks.ipynb"
+sys.path.insert(0, str(ROOT / "tools"))
+import make_exercises  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -285,3 +294,49 @@ def test_the_data_has_what_the_checks_need():
     assert any(t[4] for t in steps) and any(t[5] for t in steps)
     zero = ex07.stacked_steps(4, "zero")
     assert not np.any(zero[0][0][0]) and np.any(zero[0][0][-1])  # padded with zeros
+
+
+# ------------------------------------------------------------------ hidden tests against blank answers
+def _cells():
+    nb = nbformat.read(SOLUTIONS, as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def _nbgrader_stub(source: str) -> str:
+    """nbgrader's student version of a solution cell: each block becomes NotImplementedError."""
+    return re.sub(r"( *)### BEGIN SOLUTION\n.*?### END SOLUTION",
+                  lambda m: f"{m.group(1)}# YOUR CODE HERE\n{m.group(1)}raise NotImplementedError()",
+                  source, flags=re.S)
+
+
+def _hidden(source: str) -> str:
+    return source.split("### BEGIN HIDDEN TESTS", 1)[1].split("### END HIDDEN TESTS", 1)[0]
+
+
+EXERCISES = [k for k, src in enumerate(_cells()) if "### BEGIN SOLUTION" in src]
+
+
+def test_there_are_four_exercises_each_with_hidden_tests():
+    cells = _cells()
+    assert len(EXERCISES) == 4
+    assert sum("### BEGIN HIDDEN TESTS" in c for c in cells) == 4
+
+
+@pytest.mark.parametrize("blank", ["ellipsis", "NotImplementedError"])
+@pytest.mark.parametrize("target", EXERCISES, ids=lambda k: f"cell{k}")
+def test_hidden_tests_fail_a_blank_answer_and_pass_the_solution(target, blank, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLMEMLIB_PROGRESS", "0")
+    cells = _cells()
+    check_cell = next(k for k in range(target + 1, len(cells)) if "### BEGIN HIDDEN TESTS" in cells[k])
+    ns: dict = {}
+    for k, source in enumerate(cells[:check_cell]):
+        if k == target:
+            source = make_exercises.strip_solutions(source) if blank == "ellipsis" else _nbgrader_stub(source)
+        elif "### BEGIN HIDDEN TESTS" in source:
+            source = source.replace("### BEGIN HIDDEN TESTS", "").replace("### END HIDDEN TESTS", "")
+        exec(compile(source, f"cell{k}", "exec"), ns)
+    with pytest.raises(Exception):
+        exec(compile(_hidden(cells[check_cell]), "hidden", "exec"), ns)
+    exec(compile(cells[target], "solution", "exec"), ns)  # the same hidden tests pass the solution
+    exec(compile(_hidden(cells[check_cell]), "hidden", "exec"), ns)
