@@ -146,3 +146,29 @@ def lenses(curve, title: str = "Two lenses on the same run", ax=None, events: Ma
     bytes_axis(ax.yaxis)
     ax.legend()
     return ax
+
+
+def mark_level(ax, value: float, label: str, axis: str = "y"):
+    """A dashed line at ``value`` labelled with its size, and a view that shows a tick above it.
+
+    For a level the reader should read off the axis (a planned size, a budget): the view is
+    extended to the first round tick at or above ``value``, so the level never sits above the
+    highest labelled tick.
+    """
+    get_lim, set_lim, line = ((ax.get_ylim, ax.set_ylim, ax.axhline) if axis == "y"
+                              else (ax.get_xlim, ax.set_xlim, ax.axvline))
+    locator = (ax.yaxis if axis == "y" else ax.xaxis).get_major_locator()
+    line(value, color="black", ls="--", lw=1)
+    lo, hi = get_lim()
+    above = [t for t in locator.tick_values(lo, max(hi, value) * 1.5) if t >= value]
+    if above:
+        set_lim(lo, max(hi, min(above)))
+    text = f" {label}: {fmt_bytes(value)}"
+    if axis == "y":
+        ax.text(ax.get_xlim()[0], value, text, va="bottom", fontsize=9)
+    else:
+        ax.text(value, ax.get_ylim()[1], text, va="top", fontsize=9)
+    return ax
+
+
+__all__ += ["mark_level"]
