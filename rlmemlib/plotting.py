@@ -159,10 +159,13 @@ def mark_level(ax, value: float, label: str, axis: str = "y"):
                               else (ax.get_xlim, ax.set_xlim, ax.axvline))
     locator = (ax.yaxis if axis == "y" else ax.xaxis).get_major_locator()
     line(value, color="black", ls="--", lw=1)
-    lo, hi = get_lim()
-    above = [t for t in locator.tick_values(lo, max(hi, value) * 1.5) if t >= value]
-    if above:
-        set_lim(lo, max(hi, min(above)))
+    for _ in range(8):  # the ticks depend on the view: extend it until one shows at or above value
+        lo, hi = get_lim()
+        ticks = sorted(locator.tick_values(lo, hi))
+        if any(value <= t <= hi for t in ticks) or len(ticks) < 2:
+            break
+        above = [t for t in ticks if t >= value] or [ticks[-1] + (ticks[-1] - ticks[-2])]
+        set_lim(lo, above[0] + 0.02 * (above[0] - lo))
     text = f" {label}: {fmt_bytes(value)}"
     if axis == "y":
         ax.text(ax.get_xlim()[0], value, text, va="bottom", fontsize=9)
