@@ -22,6 +22,16 @@ Design choices and their memory trade-off:
   return the same batch for the same generator state.
 * Every ``add`` checks all six values before it writes anything: a rejected ``add`` leaves
   the memory exactly as it was.
+* ``add_batch`` takes ``n`` transitions as arrays with a leading axis of ``n`` (what a vector
+  environment hands over) and leaves exactly what ``n`` adds would. The whole batch is checked
+  first (:meth:`TransitionSpec.cast_batch`: an error names the field and the first bad row),
+  then written with one slice store per array where the layout allows it.
+* Every array that holds stored data is made by one method, ``_new_array(name, shape,
+  dtype)`` (``np.zeros`` here): a subclass can back the memory by memory-mapped files or
+  shared memory by overriding it alone.
+* Saving and loading: each memory hands :mod:`rlmemlib.persist` its arrays and state
+  (``_saved_state``) and builds itself from a checked file (``_from_saved``); persist owns the
+  file format and checksums and imports no memory, so the dependency runs one way.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import persist
 from .spec import (Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar,
                    check_batch_size)
 
@@ -104,14 +115,26 @@ class _Memory:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(len={self._len}, capacity={self._capacity})"
 
+    def _kept_after(self, n: int) -> int:
+        """How many of ``n`` new transitions are still held once all ``n`` are added."""
+        return n if self._capacity is None else min(n, self._capacity)
+
+    # ------------------------------------------------------------------ storage and files
+    def _new_array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A zero-filled array that will hold stored data; every such array is made here.
+
+        ``name`` says which one (``"obs"``, ``"flags"``, ``"final_obs"``, ...). Override this
+        one method to back a memory by memory-mapped files or shared memory. ``np.zeros``
+        leaves the pages untouched, so they become resident only as rows are written.
+        """
+        return np.zeros(shape, dtype)
+
     def save(self, path):
         """Write this memory to ``path`` (a numpy ``.npz`` file) atomically; returns the path.
 
         See :mod:`rlmemlib.persist`: no pickle, a temporary file renamed over the target.
         """
-        from .persist import save
-
-        return save(self, path)
+        return persist.save(self, path)
 
     @classmethod
     def load(cls, path):
@@ -124,9 +147,7 @@ class _Memory:
         >>> CircularPool.load(path)[0].next_obs
         array([1., 1.], dtype=float32)
         """
-        from .persist import load
-
-        return load(cls, path)
+        return persist.load(cls, path)
 
 
 def _owned(value):
@@ -200,12 +221,36 @@ class ListMemory(_Memory):
         item = Transition(obs, action, reward, next_obs,
                           cast_flag(terminated, "terminated"), cast_flag(truncated, "truncated"))
         self.spec = spec  # only now: a rejected first add leaves no spec behind
+        self._append(item)
+
+    def _append(self, item: Transition) -> None:
         if self._capacity is None or self._len < self._capacity:
             self._items.append(item)
             self._len += 1
         else:
             self._items[self._start] = item  # the oldest slot takes the newest transition
             self._start = (self._start + 1) % self._capacity
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Add ``n`` transitions given as arrays with a leading axis of ``n``, as ``n`` adds would.
+
+        The whole batch is checked before anything is stored. Each transition keeps copies of
+        its two observation rows and Python numbers for the rest, so the memory never keeps
+        the caller's batch arrays alive (a row view would keep its whole batch).
+        """
+        spec = self.spec or _infer_batch_spec(obs, action)
+        if spec is None:
+            return  # an empty first batch: nothing to store, no row to learn the spec from
+        rows = spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        self.spec = spec  # only now: a rejected first batch leaves no spec behind
+        m = self._kept_after(len(rows))
+        if not m:
+            return
+        tail = slice(len(rows) - m, None)
+        for item in zip([o.copy() for o in rows.obs[tail]], rows.action[tail].tolist(),
+                        rows.reward[tail].tolist(), [o.copy() for o in rows.next_obs[tail]],
+                        rows.terminated[tail].tolist(), rows.truncated[tail].tolist()):
+            self._append(Transition(*item))
 
     def __getitem__(self, i) -> Transition:
         j = self._logical(i)
@@ -231,6 +276,64 @@ class ListMemory(_Memory):
         self._items = []
         self._start = 0
         self._len = 0
+
+    # ------------------------------------------------------------------ files
+    def _saved_state(self):
+        """Arrays of the spec's dtypes, refused when a value would change in the cast."""
+        spec = self.spec
+        if spec is None:  # nothing was ever added
+            return {}, {"len": 0, "start": 0}
+        items = list(self)
+        arrays = {}
+        for name, (shape, dtype) in _field_layouts(spec).items():
+            values = [getattr(t, name) for t in items]
+            cast = np.array(values, dtype=dtype).reshape((len(items), *shape))
+            exact = np.array(values).reshape(cast.shape) if values else cast
+            if values and not np.array_equal(exact, cast, equal_nan=exact.dtype.kind == "f"):
+                raise ValueError(f"cannot save this ListMemory exactly: its {name} values change "
+                                 f"when cast to {dtype}; give the memory a matching spec")
+            arrays[name] = cast
+        return arrays, {"len": len(items), "start": 0}
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "ListMemory":
+        capacity = saved.meta.get("capacity")
+        if capacity is not None:
+            capacity = saved.int("capacity", 1, 2**40)
+        length = saved.int("len", 0, capacity if capacity is not None else 2**40)
+        mem = cls(capacity, saved.spec)
+        if length == 0:
+            return mem
+        spec = saved.require_spec()
+        got = {name: saved.array(name, (length, *shape), dtype)
+               for name, (shape, dtype) in _field_layouts(spec).items()}
+        for i in range(length):
+            mem.add(got["obs"][i], got["action"][i], got["reward"][i], got["next_obs"][i],
+                    bool(got["terminated"][i]), bool(got["truncated"][i]))
+        return mem
+
+
+def _field_layouts(spec: TransitionSpec) -> dict:
+    """Shape and dtype of each of the six fields of one transition, in the order of ``add``."""
+    return {"obs": (spec.obs_shape, spec.obs_dtype), "action": (spec.action_shape, spec.action_dtype),
+            "reward": ((), spec.reward_dtype), "next_obs": (spec.obs_shape, spec.obs_dtype),
+            "terminated": ((), np.dtype(np.bool_)), "truncated": ((), np.dtype(np.bool_))}
+
+
+def _infer_batch_spec(obs, action) -> TransitionSpec | None:
+    """A spec read off the first row of a batch (None for an empty batch: nothing to learn)."""
+    if isinstance(obs, (str, bytes)):
+        raise TypeError(f"obs must be numeric, got text {obs!r:.40}")
+    try:
+        arr, act = np.asarray(obs), np.asarray(action)
+    except Exception as exc:  # ragged lists and odd objects
+        raise TypeError(f"obs and action must be arrays with a leading axis of n: {exc}") from None
+    if arr.ndim == 0 or act.ndim == 0:
+        field, got = ("obs", arr) if arr.ndim == 0 else ("action", act)
+        raise ValueError(f"{field} has shape {got.shape}, expected a leading axis of n transitions")
+    if not len(arr):
+        return None
+    return _infer_spec(arr[0], act[0] if len(act) else act)
 
 
 def _infer_spec(obs, action) -> TransitionSpec:
@@ -276,15 +379,14 @@ class CircularPool(_Memory):
         self.share_next_obs = bool(share_next_obs)
         # Shared: one spare row, so the newest transition's next_obs has a row of its own.
         rows = self._rows = self._capacity + 1 if self.share_next_obs else self._capacity
-        self.obs = np.zeros((rows, *spec.obs_shape), spec.obs_dtype)
-        # np.zeros, not zeros_like: zeros_like writes every page, zeros leaves them untouched
-        # (not resident) until a row is written.
-        self.next_obs = None if self.share_next_obs else np.zeros(self.obs.shape, self.obs.dtype)
-        self.action = np.zeros((rows, *spec.action_shape), spec.action_dtype)
-        self.reward = np.zeros(rows, spec.reward_dtype)
-        self.flags = np.zeros(rows, np.uint8)
+        self.obs = self._new_array("obs", (rows, *spec.obs_shape), spec.obs_dtype)
+        self.next_obs = (None if self.share_next_obs else
+                         self._new_array("next_obs", (rows, *spec.obs_shape), spec.obs_dtype))
+        self.action = self._new_array("action", (rows, *spec.action_shape), spec.action_dtype)
+        self.reward = self._new_array("reward", (rows,), spec.reward_dtype)
+        self.flags = self._new_array("flags", (rows,), np.uint8)
         # The side store starts small (a row per 64 transitions, at most 16) and doubles as needed.
-        self._finals = (_FinalStore(spec, min(16, self._capacity // 64 + 1))
+        self._finals = (_FinalStore(spec, min(16, self._capacity // 64 + 1), self._new_array)
                         if self.share_next_obs else None)
         self._lut_term = np.array([bool(f & TERMINATED) for f in range(8)])
         self._lut_trunc = np.array([bool(f & TRUNCATED) for f in range(8)])
@@ -388,6 +490,95 @@ class CircularPool(_Memory):
         self._tail = next_obs.tobytes()
         self._added += 1  # sequence numbers name the owners of final observations
 
+    # ------------------------------------------------------------------ add_batch
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Store ``n`` transitions given as arrays with a leading axis of ``n``.
+
+        The same contents and later samples as ``n`` calls of ``add`` in that order; the whole
+        batch is checked before anything is written, so a refused batch changes nothing.
+
+        >>> import numpy as np
+        >>> pool = CircularPool(3, TransitionSpec((2,), np.float32, (), np.uint8, np.float32, 0, 1))
+        >>> pool.add_batch(np.zeros((4, 2)), [0, 1, 1, 0], np.ones(4), np.ones((4, 2)),
+        ...                [False] * 4, [False, False, False, True])
+        >>> len(pool), pool[-1].truncated
+        (3, True)
+        """
+        rows = self.spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        n = len(rows)
+        codes = rows.terminated.view(np.uint8) | (rows.truncated.view(np.uint8) << 1)
+        if self.share_next_obs:
+            self._add_batch_shared(rows, codes)
+            return
+        m = min(n, self._capacity)
+        first = (self._pos + n - m) % self._rows  # row of the first transition still held after
+        for dest, src in _ring_spans(first, m, self._rows, n - m):
+            self.obs[dest] = rows.obs[src]
+            self.next_obs[dest] = rows.next_obs[src]
+            self.action[dest] = rows.action[src]
+            self.reward[dest] = rows.reward[src]
+            self.flags[dest] = codes[src]
+        self._pos = (self._pos + n) % self._rows
+        self._len = min(self._len + n, self._capacity)
+
+    def _add_batch_shared(self, rows: Batch, codes: np.ndarray) -> None:
+        for k in range(len(rows)):
+            row = self._pos
+            self._add_shared(row, rows.obs[k], rows.next_obs[k])
+            self.action[row] = rows.action[k]
+            self.reward[row] = rows.reward[k]
+            self.flags[row] = codes[k]
+            self._pos = row + 1 if row + 1 < self._rows else 0
+            if self._len < self._capacity:
+                self._len += 1
+
+    # ------------------------------------------------------------------ files
+    def _saved_state(self):
+        arrays = {"obs": self.obs, "action": self.action, "reward": self.reward, "flags": self.flags}
+        if self.next_obs is not None:
+            arrays["next_obs"] = self.next_obs
+        state = {"share_next_obs": self.share_next_obs, "len": self._len, "start": self._start,
+                 "added": self._added if self.share_next_obs else self._len}
+        if self.share_next_obs:
+            arrays["final_obs"], arrays["final_seq"] = self._finals.live()
+        return arrays, state
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "CircularPool":
+        capacity = saved.int("capacity", 1, 2**40)
+        shared = saved.flag("share_next_obs")
+        spec = saved.require_spec()
+        rows = capacity + 1 if shared else capacity
+        length = saved.int("len", 0, capacity)
+        start = saved.int("start", 0, rows - 1)
+        added = saved.int("added", length, 2**62)
+        fields = {"obs": ((rows, *spec.obs_shape), spec.obs_dtype),
+                  "action": ((rows, *spec.action_shape), spec.action_dtype),
+                  "reward": ((rows,), spec.reward_dtype), "flags": ((rows,), np.uint8)}
+        if not shared:
+            fields["next_obs"] = fields["obs"]
+        got = {name: saved.array(name, *layout) for name, layout in fields.items()}
+        if np.any(got["flags"] & ~np.uint8(TERMINATED | TRUNCATED | FINAL_ELSEWHERE)):
+            raise saved.error("flags hold bits that no CircularPool writes")
+        pool = cls(capacity, spec, share_next_obs=shared)
+        if shared:
+            pool._restore_finals(saved, got["flags"], start, length, added)
+        for name, arr in got.items():
+            getattr(pool, name)[...] = arr
+        pool._pos, pool._len, pool._added = (start + length) % rows, length, added
+        return pool
+
+    def _restore_finals(self, saved, flags, start, length, added) -> None:
+        seq = saved.arrays.get("final_seq", np.zeros(0, np.int64))
+        seq = saved.array("final_seq", seq.shape[:1], np.int64)
+        obs = saved.array("final_obs", (len(seq), *self.spec.obs_shape), self.spec.obs_dtype)
+        rows = (start + np.arange(length)) % self._rows
+        owners = added - length + np.flatnonzero(flags[rows] & FINAL_ELSEWHERE)
+        if len(owners) != len(seq) or not np.array_equal(owners, seq):
+            raise saved.error("the side store of final observations does not match the flags")
+        for s, o in zip(seq.tolist(), obs):
+            self._finals.push(s, o)
+
     # ------------------------------------------------------------------ read
     def __getitem__(self, i) -> Transition:
         j = self._logical(i)
@@ -435,6 +626,16 @@ class CircularPool(_Memory):
         return out
 
 
+def _ring_spans(first: int, m: int, rows: int, src_start: int = 0):
+    """``m`` consecutive ring rows from ``first``, as (ring slice, source slice) pairs: one,
+    or two when they wrap past the end; the source rows start at ``src_start``."""
+    head = min(m, rows - first)
+    spans = [(slice(first, first + head), slice(src_start, src_start + head))]
+    if head < m:
+        spans.append((slice(0, m - head), slice(src_start + head, src_start + m)))
+    return spans
+
+
 class _FinalStore:
     """Final observations of episodes for a shared CircularPool, oldest first.
 
@@ -445,9 +646,13 @@ class _FinalStore:
     pool holds more episode ends than it ever has.
     """
 
-    def __init__(self, spec: TransitionSpec, size: int = 16):
-        self.obs = np.zeros((size, *spec.obs_shape), spec.obs_dtype)
-        self.seq = np.zeros(size, np.int64)  # sequence number of the owning transition
+    obs: np.ndarray   # (size, *obs_shape): the final observations, live in [head, head + count)
+    seq: np.ndarray   # (size,) int64: sequence number of the owning transition
+
+    def __init__(self, spec: TransitionSpec, size: int, new_array: Callable):
+        self._new_array = new_array  # the owning pool's allocator
+        self.obs = new_array("final_obs", (size, *spec.obs_shape), spec.obs_dtype)
+        self.seq = new_array("final_seq", (size,), np.int64)
         self.clear()
 
     def clear(self) -> None:
@@ -465,12 +670,22 @@ class _FinalStore:
                 self.obs[:self.count] = self.obs[self.head:end]
                 self.seq[:self.count] = self.seq[self.head:end]
             else:          # full: double
-                self.obs = np.concatenate([self.obs, np.zeros(self.obs.shape, self.obs.dtype)])
-                self.seq = np.concatenate([self.seq, np.zeros(self.seq.shape, self.seq.dtype)])
+                self.obs = self._grown("final_obs", self.obs)
+                self.seq = self._grown("final_seq", self.seq)
             self.head, end = 0, self.count
         self.obs[end] = obs
         self.seq[end] = seq
         self.count += 1
+
+    def _grown(self, name: str, arr: np.ndarray) -> np.ndarray:
+        bigger = self._new_array(name, (2 * len(arr), *arr.shape[1:]), arr.dtype)
+        bigger[:len(arr)] = arr
+        return bigger
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live final observations and their sequence numbers, oldest first (views)."""
+        live = slice(self.head, self.head + self.count)
+        return self.obs[live], self.seq[live]
 
     def pop_oldest(self) -> None:
         self.head += 1
@@ -576,7 +791,8 @@ class RecyclingMemory(_Memory):
         self._capacity = _check_capacity(capacity)
         self.spec = _check_spec(spec)
         dtype = spec.record_dtype
-        self.records: list[np.ndarray] = [np.zeros((), dtype) for _ in range(self._capacity)]
+        self.records: list[np.ndarray] = [self._new_array(f"record{i}", (), dtype)
+                                          for i in range(self._capacity)]
         self._gather = np.zeros(0, spec.record_dtype)  # scratch rows for the last batch size
         self._out_ok: tuple = ()
         self.clear()
@@ -607,6 +823,38 @@ class RecyclingMemory(_Memory):
             self._start = (self._start + 1) % cap
         else:
             self._len += 1
+
+    def add_batch(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Overwrite ``n`` records in place, as ``n`` adds would; the batch is checked first."""
+        rows = self.spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        n, cap = len(rows), self._capacity
+        m = min(n, cap)
+        packed = np.empty(m, self.spec.record_dtype)  # the kept rows, one record each
+        for name, values in zip(("obs", "action", "reward", "next_obs", "terminated", "truncated"),
+                                rows):
+            packed[name] = values[n - m:]
+        end = self._start + self._len + n  # one past the newest, counted from the old start
+        for k in range(m):
+            self.records[(end - m + k) % cap][()] = packed[k]
+        dropped = max(0, self._len + n - cap)
+        self._start = (self._start + dropped) % cap
+        self._len = min(self._len + n, cap)
+
+    def _saved_state(self):
+        return {"records": np.stack(self.records)}, {"len": self._len, "start": self._start}
+
+    @classmethod
+    def _from_saved(cls, saved: persist.Saved) -> "RecyclingMemory":
+        capacity = saved.int("capacity", 1, 2**40)
+        length = saved.int("len", 0, capacity)
+        start = saved.int("start", 0, capacity - 1)
+        spec = saved.require_spec()
+        records = saved.array("records", (capacity,), spec.record_dtype)
+        mem = cls(capacity, spec)
+        for record, row in zip(mem.records, records):
+            record[()] = row
+        mem._start, mem._len = start, length
+        return mem
 
     def __getitem__(self, i) -> Transition:
         record = self.records[(self._start + self._logical(i)) % self._capacity]
