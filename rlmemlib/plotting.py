@@ -229,3 +229,32 @@ def budget_bars(values: Mapping[str, float], budgets: Mapping[str, float],
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
     return ax
+
+
+def mark_level(ax, value: float, label: str, axis: str = "y"):
+    """A dashed line at ``value`` labelled with its size, and a view that shows a tick above it.
+
+    For a level the reader should read off the axis (a planned size, a budget): the view is
+    extended to the first round tick at or above ``value``, so the level never sits above the
+    highest labelled tick.
+    """
+    get_lim, set_lim, line = ((ax.get_ylim, ax.set_ylim, ax.axhline) if axis == "y"
+                              else (ax.get_xlim, ax.set_xlim, ax.axvline))
+    locator = (ax.yaxis if axis == "y" else ax.xaxis).get_major_locator()
+    line(value, color="black", ls="--", lw=1)
+    for _ in range(8):  # the ticks depend on the view: extend it until one shows at or above value
+        lo, hi = get_lim()
+        ticks = sorted(locator.tick_values(lo, hi))
+        if any(value <= t <= hi for t in ticks) or len(ticks) < 2:
+            break
+        above = [t for t in ticks if t >= value] or [ticks[-1] + (ticks[-1] - ticks[-2])]
+        set_lim(lo, above[0] + 0.02 * (above[0] - lo))
+    text = f" {label}: {fmt_bytes(value)}"
+    if axis == "y":
+        ax.text(ax.get_xlim()[0], value, text, va="bottom", fontsize=9)
+    else:
+        ax.text(value, ax.get_ylim()[1], text, va="top", fontsize=9)
+    return ax
+
+
+__all__ += ["mark_level"]
