@@ -207,9 +207,12 @@ class FramePool(_Memory):
     def _repeats(self, stack_bytes: bytes) -> int:
         """Index of the first frame of a stack that differs from the one after it: the frames
         before it repeat it (a padded first stack of an episode), and are stored once."""
-        fb, view = self._frame_nbytes, memoryview(stack_bytes)
+        fb = self._frame_nbytes
+        # Slices of bytes, not of a memoryview: CPython compares bytes with memcmp, memoryviews
+        # item by item (for 7 KB frames, about 50 µs against 1 µs).
+        frame = lambda j: stack_bytes[j * fb:(j + 1) * fb]  # noqa: E731
         start = 0
-        while start + 1 < self.k and view[start * fb:(start + 1) * fb] == view[(start + 1) * fb:(start + 2) * fb]:
+        while start + 1 < self.k and frame(start) == frame(start + 1):
             start += 1
         return start
 
@@ -220,7 +223,7 @@ class FramePool(_Memory):
         if next_bytes == obs_bytes:
             return SAME
         fb = self._frame_nbytes
-        shifted = self.k == 1 or memoryview(next_bytes)[:-fb] == memoryview(obs_bytes)[fb:]
+        shifted = self.k == 1 or next_bytes[:-fb] == obs_bytes[fb:]  # bytes slices: see _repeats
         # A slide puts its new frame in the slot after the obs stack's newest frame, so that
         # newest frame must be the last one pushed (a reused obs stack always is: it is the
         # newest next_obs, and nothing was pushed since).
