@@ -15,10 +15,19 @@ Design choices:
   150 MB once installed (version 5.0, measured), for one function.
 * ALE's log is set to warnings and errors: its start-up banner, printed to the process's
   stderr, is left out.
-* The pipeline is gymnasium's: the game with ``obs_type="grayscale"`` (and the ``-v5``
-  defaults: 4 frames skipped per step, sticky actions), a ``TransformObservation`` wrapper
-  that resizes, and ``FrameStackObservation``, which stacks the last ``stack`` frames on axis
-  0 and pads the first stack of an episode by repeating its first frame.
+* The pipeline is gymnasium's: the game with ``obs_type="grayscale"`` (ALE's own grey
+  levels) and the ``-v5`` defaults (each step repeats the action for 4 emulator frames and
+  returns the last one; sticky actions: with probability 0.25 the emulator repeats the
+  previous action instead), a ``TransformObservation`` wrapper that resizes, and
+  ``FrameStackObservation``, which stacks the last ``stack`` frames on axis 0 and pads the
+  first stack of an episode by repeating its first frame.
+* It differs from DQN's (Nature, 2015) pipeline, which gymnasium's ``AtariPreprocessing``
+  follows: there each observation is the pixel-wise maximum of the last two of the 4 skipped
+  frames (against sprites that flicker), with no sticky actions and up to 30 no-op actions at
+  each reset. The frames are the same size and the stacks the same shape, so every byte count
+  of an uncompressed memory is the same; how well the frames compress changes by less than a
+  tenth (zstd level 1 over 2,000 random steps: Pong 168 B a frame here, 180 B there; MsPacman
+  1,182 B and 1,212 B; ``tests/test_atari.py`` compares the two pipelines).
 
 >>> import numpy as np
 >>> frame = np.full((210, 160), 7, np.uint8)
@@ -73,7 +82,7 @@ def resize(frame: np.ndarray, shape: tuple[int, int] = FRAME) -> np.ndarray:
     if frame.ndim != 2:
         raise ValueError(f"frame must be 2-D (a grey image), got shape {frame.shape}")
     out = _area_rows(_area_rows(frame.astype(np.float64), shape[0]).T, shape[1]).T
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8, order="C")  # C order, as frames are
 
 
 def make(game: str = "Pong", stack: int = 4, shape: tuple[int, int] = FRAME, **kwargs):
