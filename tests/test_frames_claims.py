@@ -62,3 +62,78 @@ def test_cpprb_makes_its_buffer_resident_at_construction():
     grown = rm.measure.rss() - before
     assert grown > 0.9 * 4_000 * 4 * 84 * 84  # every page written at once: fails fast
     del rb
+
+
+# ------------------------------------------------------------------ RLlib's check, read from its code
+def _rllib_function(name: str, path: str):
+    """A function of RLlib's source, run on its own (importing RLlib needs extras the course
+    does not install): its code as Ray ships it, with psutil, log_once and logger given."""
+    import ast
+    import importlib.util
+    import logging
+
+    spec = importlib.util.find_spec("ray")
+    if spec is None or spec.origin is None:
+        pytest.skip("ray is not installed")
+    from pathlib import Path
+
+    source = (Path(spec.origin).parent / path).read_text()
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    text = ast.get_source_segment(source, node)
+    node.decorator_list = []
+    space = {"psutil": None, "log_once": lambda key: True, "logger": logging.getLogger("rllib-test")}
+    exec(compile(ast.Module([node], []), path, "exec"), space)
+    return space[name], text, source
+
+
+class _Batch:
+    def __init__(self, count, nbytes):
+        self.count, self._nbytes = count, nbytes
+
+    def size_bytes(self):
+        return self._nbytes
+
+
+def test_rllib_raises_when_its_estimate_is_above_total_memory_and_checks_on_the_first_add():
+    import types
+
+    check, text, source = _rllib_function("warn_replay_capacity",
+                                          "rllib/utils/replay_buffers/replay_buffer.py")
+    stack = 4 * 84 * 84
+    for total, raises in ((16 * 2**30, True), (64 * 2**30, False)):
+        check.__globals__["psutil"] = types.SimpleNamespace(
+            virtual_memory=lambda t=total: types.SimpleNamespace(total=t))
+        if raises:  # a million stacks (28 GB) against 16 GiB of memory
+            with pytest.raises(ValueError, match="Estimated max memory usage for replay buffer"):
+                check(item=_Batch(1, stack), num_items=1_000_000)
+        else:  # against 64 GiB: a log line, and the run goes on
+            check(item=_Batch(1, stack), num_items=1_000_000)
+    # it counts the machine's total memory, not what is available, and runs in add()
+    assert ".total" in text and ".available" not in text
+    add = source.split("    def add(")[1].split("\n    def ")[0]
+    assert "warn_replay_capacity(item=batch" in add
+
+
+# ------------------------------------------------------------------ what Linux refuses at once
+def _meminfo() -> dict:
+    with open("/proc/meminfo") as f:
+        return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+
+
+def test_linux_refuses_only_a_plan_above_memory_and_swap_together():
+    """Lesson 07: by default (heuristic overcommit) a plan larger than RAM and swap together is
+    refused at once; a plan below that is accepted, even above what is available now."""
+    from pathlib import Path
+
+    mode = Path("/proc/sys/vm/overcommit_memory")
+    if not mode.exists() or mode.read_text().strip() != "0":
+        pytest.skip("not Linux with the default (heuristic) overcommit mode")
+    info = _meminfo()
+    limit = info["MemTotal"] + info["SwapTotal"]
+    with pytest.raises(MemoryError, match="Unable to allocate"):
+        np.zeros(int(limit * 1.05), np.uint8)
+    planned = int(info["MemTotal"] * 0.97)  # more than is free, less than the limit
+    big = np.zeros(planned, np.uint8)       # accepted: pages arrive when written
+    assert big.nbytes == planned and rm.measure.rss() < planned / 2
+    del big
