@@ -449,6 +449,46 @@ def test_real_pong_frames_compressed_are_exact_and_near_their_zstd_size(pong):
     assert kept < 2 * own  # a small pool: its last stack and half-used chunks weigh more here
 
 
+def atari_spec() -> rm.TransitionSpec:
+    """Pong's: stacks of 4 frames of 84 x 84 bytes, Discrete(6) actions, float32 rewards."""
+    return rm.TransitionSpec((4, 84, 84), np.uint8, (), np.uint8, action_low=0, action_high=5)
+
+
+def test_at_a_million_the_bookkeeping_is_27_bytes_and_the_fixed_costs_under_2_mb():
+    """What lesson 07 adds to the frames' own bytes when it projects a compressed pool to a
+    million transitions: the arrays of a pool of a million (made before the first add) are 27
+    bytes per transition, two 4-byte references and 6 bytes of action, reward and flags per
+    row, an 8-byte position, a 4-byte length and a 1-byte depth per frame slot; what does not
+    grow with the pool (a chunk being filled, one being emptied, the last stack) is under 2 MB."""
+    spec = atari_spec()
+    pool = rm.FramePool(1_000_000, spec, compress="zstd")
+    assert pool._store.chunks == []  # no frame yet: nbytes is the bookkeeping alone
+    per_row = 4 + 4 + spec.action_nbytes + spec.reward_dtype.itemsize + 1
+    per_slot = 8 + 4 + 1
+    assert per_row + per_slot == 27
+    assert pool.nbytes == 1_000_000 * per_row + pool.slots * per_slot
+    assert 27 < pool.nbytes / 1_000_000 < 27.2  # slots: capacity + capacity // 128 + k + 2
+    assert 2 * pool._store.chunk + spec.obs_nbytes < 2 * 10**6
+    # Uncompressed, the same slots hold raw frames: within 2% of one frame plus the scalars
+    frame, scalars = spec.obs_nbytes // 4, spec.action_nbytes + spec.reward_dtype.itemsize + 2
+    raw = 1_000_000 * (per_row - 1) + pool.slots * (frame + 1)  # rows, then depth and frame
+    assert raw / 1_000_000 < 1.01 * (frame + scalars)
+
+
+def test_a_compressed_pool_is_its_frames_its_bookkeeping_and_a_few_fixed_costs(pong):
+    """The split lesson 07 uses for its projection, on real Pong: what tracemalloc sees is the
+    frames as stored (chunk ends included), the bookkeeping arrays, and fixed costs: the last
+    stack (kept to compare the next add with) and chunks not full of held frames."""
+    spec, items, _ = pong
+    mem, kept = measured_pool(spec, items, compress="zstd")
+    store = mem._store
+    bookkeeping = mem.nbytes - sum(c.nbytes for c in store.chunks + store._spare)
+    assert bookkeeping == len(items) * 14 + mem.slots * 13
+    arena = sum(c.nbytes for c in store.chunks + store._spare)
+    assert 0 <= arena - mem.frames_nbytes < 3 * store.chunk  # a chunk filling, one emptying, a spare
+    assert 0 < kept - mem.nbytes < spec.obs_nbytes + 8192   # the last stack and a few objects
+
+
 @pytest.mark.slow
 def test_at_5000_real_pong_transitions_the_targets_hold():
     """The course's targets: within 2% of one frame plus the scalars, and compressed within 1.3x
