@@ -5,16 +5,21 @@
     python bench/frames.py --out DIR  # write the results somewhere else
 
 What is measured, for each game (Pong, and MsPacman, a busier screen): the transitions of a
-seeded random policy through the course's Atari pipeline (``rlmemlib.atari.make``: grey frames
-84 x 84, stacks of 4 from gymnasium's ``FrameStackObservation``), added in order to each memory
-until it is exactly full. Then, per memory:
+seeded random policy through the course's Atari pipeline (``rlmemlib.atari.make``: ALE's grey
+frames with its v5 defaults, the last of 4 emulator frames per step and sticky actions, resized
+to 84 x 84 by area averaging, in stacks of 4 from gymnasium's ``FrameStackObservation``), added
+in order to each memory until it is exactly full. Then, per memory:
 
 * bytes per transition: what tracemalloc sees the full memory keep alive, over its capacity;
 * exact: whether every transition reads back as it was added (``obs`` and ``next_obs`` stacks
   compared byte for byte, episode ends included);
 * ``sample(256)`` in ms: the median over interleaved repetitions (every repetition times each
   memory once, in a rotating order), and its ratio to Stable-Baselines3's
-  ``optimize_memory_usage`` buffer measured in the same repetition.
+  ``optimize_memory_usage`` buffer measured in the same repetition;
+* for the course's memories, ``add`` (a run of single adds on the full memory, in µs per add)
+  and ``add_batch`` of 256 transitions (µs per transition), fed what gymnasium returns (the
+  batches stacked before timing), with their ratio to ``CircularPool(share_next_obs=True)`` in
+  the same repetition. The peers' adds are timed on CartPole by ``bench/run.py``.
 
 The references: one frame plus the scalar fields (what a memory storing each frame once
 cannot go below), and the frames' own zstd sizes (each frame compressed alone at level 1, as
@@ -54,6 +59,8 @@ MODES = {
 README_BEGIN = "<!-- frames: written by bench/frames.py -->"
 README_END = "<!-- end of frames -->"
 BASELINE = "SB3 ReplayBuffer (optimize_memory_usage)"
+ADD_BASELINE = "CircularPool (share_next_obs)"
+ADD_RUN = 64  # single adds per timing
 
 
 # ====================================================================== the contenders
@@ -68,6 +75,8 @@ class Contender:
     sample: Callable[[Any, int, Any], Any]        # (memory, batch size, numpy rng)
     note: str = ""
     skipped: str | None = None
+    add_one: Callable[[Any, Any], None] | None = None    # (memory, transition): timed when given
+    add_many: Callable[[Any, tuple], None] | None = None  # (memory, stacked fields of n transitions)
 
 
 def _add_rlmemlib(mem, items):
@@ -86,16 +95,24 @@ def rlmemlib_contenders() -> list[Contender]:
             out = mem.bench_out = mem.spec.empty_batch(n)
         return mem.sample(n, rng, out=out)
 
+    def add_one(mem, t):
+        mem.add(*t)
+
+    def add_many(mem, fields):
+        mem.add_batch(*fields)
+
     spec = lambda env: rm.TransitionSpec.from_env(env)  # noqa: E731
+    adds = dict(add_one=add_one, add_many=add_many)
     return [
         Contender("FramePool", lambda c, env: rm.FramePool(c, spec(env)), _add_rlmemlib, read,
-                  sample_out, "each frame once; sample into a reused batch (out=)"),
+                  sample_out, "each frame once; sample into a reused batch (out=); add_batch "
+                  "stores its (checked) transitions one by one", **adds),
         Contender("FramePool (zstd)", lambda c, env: rm.FramePool(c, spec(env), compress="zstd"),
                   _add_rlmemlib, read, sample_out,
-                  "each frame once, zstd level 1, one frame at a time; out="),
+                  "each frame once, zstd level 1, one frame at a time; out=", **adds),
         Contender("CircularPool (share_next_obs)",
                   lambda c, env: rm.CircularPool(c, spec(env), share_next_obs=True), _add_rlmemlib,
-                  read, sample_out, "whole stacks, each stack once; out="),
+                  read, sample_out, "whole stacks, each stack once; out=", **adds),
     ]
 
 
@@ -246,6 +263,8 @@ class Row:
     exact: str = ""
     sample_ms: list = field(default_factory=list)
     ratio: list = field(default_factory=list)
+    add_us: list = field(default_factory=list)      # µs per single add, one entry per repetition
+    batch_us: list = field(default_factory=list)    # µs per transition of add_batch(256)
 
 
 def build(c: Contender, env, items) -> Row:
@@ -281,6 +300,46 @@ def time_samples(rows: list[Row], reps: int, log) -> None:
             r.ratio = [a / b for a, b in zip(r.sample_ms, base.sample_ms)]
 
 
+def _stacked(items: list, start: int) -> tuple:
+    """The fields of ``BATCH`` consecutive transitions from ``start``, stacked (add_batch's input)."""
+    chunk = [items[(start + j) % len(items)] for j in range(BATCH)]
+    return (np.stack([t.obs for t in chunk]), np.array([t.action for t in chunk]),
+            np.array([t.reward for t in chunk]), np.stack([t.next_obs for t in chunk]),
+            np.array([t.terminated for t in chunk]), np.array([t.truncated for t in chunk]))
+
+
+def time_adds(rows: list[Row], items: list, reps: int) -> None:
+    """Single adds and batched adds on the full memories, interleaved as the samples are: each
+    repetition times every memory once, in a rotating order. The memories stay full (each add
+    overwrites the oldest) and go on through the transitions in order."""
+    timed = [r for r in rows if r.contender.add_one is not None]
+    batches = [_stacked(items, b * BATCH) for b in range(min(4, max(1, len(items) // BATCH)))]
+    cursor = {id(r): 0 for r in timed}
+
+    def run_of_adds(r):
+        add, mem, at = r.contender.add_one, r.memory, cursor[id(r)]
+        for j in range(ADD_RUN):
+            add(mem, items[(at + j) % len(items)])
+        cursor[id(r)] = (at + ADD_RUN) % len(items)
+
+    for rep in range(reps):
+        shift = rep % max(1, len(timed))
+        for r in timed[shift:] + timed[:shift]:
+            r.add_us.append(_timed(run_of_adds, r) / 1e3 / ADD_RUN)
+            r.batch_us.append(_timed(r.contender.add_many, r.memory, batches[rep % len(batches)])
+                              / 1e3 / BATCH)
+
+
+def _add_ratios(rows: list[Row]) -> dict:
+    """Median per-repetition ratios of add and add_batch to ADD_BASELINE's, by memory name."""
+    base = next((r for r in rows if r.contender.name == ADD_BASELINE and r.add_us), None)
+    if base is None:
+        return {}
+    return {r.contender.name: (statistics.median(a / b for a, b in zip(r.add_us, base.add_us)),
+                               statistics.median(a / b for a, b in zip(r.batch_us, base.batch_us)))
+            for r in rows if r.add_us}
+
+
 def run_game(game: str, cfg: dict, contenders: list[Contender], log) -> dict:
     capacity = cfg["capacity"]
     t0 = time.perf_counter()
@@ -298,6 +357,8 @@ def run_game(game: str, cfg: dict, contenders: list[Contender], log) -> dict:
         rows.append(build(c, env, items))
         log(f"  {c.name}: {rows[-1].traced:,.0f} B per transition, exact: {rows[-1].exact}")
     time_samples(rows, cfg["reps"], log)
+    time_adds(rows, items, cfg["reps"])
+    add_ratios = _add_ratios(rows)
     result = {"game": game, "capacity": capacity, "episodes": stats.episodes,
               "episode_lengths": stats.episode_lengths, "frame": frame, "scalars": scalars,
               "own_zstd": own, "rows": {}}
@@ -305,6 +366,12 @@ def run_game(game: str, cfg: dict, contenders: list[Contender], log) -> dict:
         result["rows"][r.contender.name] = {
             "traced": r.traced, "exact": r.exact, "sample_ms": statistics.median(r.sample_ms),
             "ratio": statistics.median(r.ratio) if r.ratio else None, "runs_ms": r.sample_ms}
+        if r.add_us:
+            result["rows"][r.contender.name].update(
+                add_us=statistics.median(r.add_us), batch_us=statistics.median(r.batch_us),
+                add_ratio=add_ratios.get(r.contender.name, (None, None))[0],
+                batch_ratio=add_ratios.get(r.contender.name, (None, None))[1],
+                add_runs_us=r.add_us, batch_runs_us=r.batch_us)
         r.memory = None
     del rows, items
     gc.collect()
@@ -342,8 +409,10 @@ def markdown(info: dict, cfg: dict, mode: str, results: list[dict], contenders) 
     if mode == "quick":
         lines += ["**A quick run: small memories and few repetitions, to check that everything "
                   "runs. Its numbers are not a measurement; run without `--quick` for that.**", ""]
-    lines += [f"Real transitions of a seeded random policy, grey frames 84 × 84 in stacks of 4 "
-              f"(`rlmemlib.atari.make`), added in order until each memory holds "
+    lines += [f"Real transitions of a seeded random policy through `rlmemlib.atari.make` (ALE's "
+              f"grey frames with its v5 defaults: the last of 4 emulator frames per step, no "
+              f"maximum over the last two, sticky actions; resized to 84 × 84 by area averaging; "
+              f"stacks of 4), added in order until each memory holds "
               f"{cfg['capacity']:,}. Bytes: tracemalloc, everything the full memory keeps alive, "
               f"over its capacity. Exact: every `obs` and `next_obs` stack read back equal to the "
               f"one added. sample(256): median of {cfg['reps']} interleaved repetitions; (×r) = "
@@ -371,11 +440,34 @@ def markdown(info: dict, cfg: dict, mode: str, results: list[dict], contenders) 
             lines.append(f"| {c.name} | {r['traced']:,.0f} | {r['traced'] / bound:.3f} | {r['exact']} "
                          f"| {r['sample_ms']:.2f}{ratio} | {min(r['runs_ms']):.2f} |")
         lines.append("")
+    lines += adds_table(results, cfg, contenders)
     lines += ["Notes:"] + [f"- {c.name}: {c.note}." for c in contenders if c.note and not c.skipped]
     lines += ["", "#### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     for res in results:
         lines += [f"| {t} | {m} | {v} |" for t, m, v in targets(res)]
     return "\n".join(lines) + "\n"
+
+
+def adds_table(results: list[dict], cfg: dict, contenders) -> list[str]:
+    """The course's memories' add and add_batch times, for every game, in one table."""
+    named = [c.name for c in contenders if c.add_one is not None and not c.skipped]
+    if not named:
+        return []
+    lines = ["#### Adds (the course's memories)", "",
+             f"Median of {cfg['reps']} interleaved repetitions on the full memories: `add` is a run "
+             f"of {ADD_RUN} single adds, in µs per add; `add_batch` takes {BATCH} transitions "
+             f"stacked beforehand, in µs per transition; (×r) = median ratio to {ADD_BASELINE} "
+             "in the same repetition.", "",
+             "| memory, game | add (µs) | add_batch(256) (µs per transition) |", "|---|---:|---:|"]
+    for res in results:
+        for name in named:
+            r = res["rows"].get(name)
+            if r is None or "add_us" not in r:
+                continue
+            ra = f" (×{r['add_ratio']:.2f})" if r.get("add_ratio") is not None else ""
+            rb = f" (×{r['batch_ratio']:.2f})" if r.get("batch_ratio") is not None else ""
+            lines.append(f"| {name}, {res['game']} | {r['add_us']:.1f}{ra} | {r['batch_us']:.1f}{rb} |")
+    return lines + [""]
 
 
 def update_readmes(table: str) -> None:

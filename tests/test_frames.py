@@ -160,6 +160,19 @@ def test_frame_stack_wrapper_padding_and_episode_ends_come_back_exactly(compress
     assert mem.frames_held <= len(ref) + starts * (2 if padding == "zero" else 1) + 3
 
 
+@pytest.mark.parametrize("padding, first_stack_frames", [("reset", 1), ("zero", 2)])
+def test_a_padded_first_stack_stores_its_repeated_frame_once(padding, first_stack_frames):
+    """Lesson 07's Think!: a first stack padded by repeating its frame costs one frame; padded
+    with zeros, two (one zero frame for the three positions it fills, and the first frame)."""
+    env = gym.wrappers.FrameStackObservation(gym.make("CartPole-v1"), 4, padding_type=padding)
+    obs, _ = env.reset(seed=0)
+    next_obs, reward, terminated, truncated, _ = env.step(0)
+    mem = rm.FramePool(4, rm.TransitionSpec.from_env(env))
+    mem.add(obs, 0, reward, next_obs, terminated, truncated)
+    assert mem.frames_held == first_stack_frames + 1  # and one new frame for next_obs
+    assert np.array_equal(mem[0].obs, obs) and np.array_equal(mem[0].next_obs, next_obs)
+
+
 def test_naive_frame_ring_would_be_wrong_at_episode_starts_and_the_pool_is_not():
     """A ring of newest frames rebuilt from the previous rows mixes two episodes; FramePool does not."""
     env = gym.wrappers.FrameStackObservation(gym.make("CartPole-v1"), 4)
