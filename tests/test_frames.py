@@ -481,6 +481,7 @@ def test_at_a_million_the_bookkeeping_is_27_bytes_and_the_fixed_costs_under_2_mb
     assert per_row + per_slot == 27
     assert pool.nbytes == 1_000_000 * per_row + pool.slots * per_slot
     assert 27 < pool.nbytes / 1_000_000 < 27.2  # slots: capacity + capacity // 128 + k + 2
+    assert pool._store.chunk == 1_000_000 * 7056 // 8192 == 861_328  # chunks of 861 KB
     assert 2 * pool._store.chunk + spec.obs_nbytes < 2 * 10**6
     # Uncompressed, the same slots hold raw frames: within 2% of one frame plus the scalars
     frame, scalars = spec.obs_nbytes // 4, spec.action_nbytes + spec.reward_dtype.itemsize + 2
