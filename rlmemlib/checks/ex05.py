@@ -309,7 +309,7 @@ class Trainer:
         self.memory = memory
         Sampler(memory)
         self.callbacks = {"store": memory.add, "log": print}  # each is called at every step
-        self.last_batch = memory.obs[-256:]                   # the last observations, for a plot
+        self.last_batch = memory.obs[-256:]                   # its last 256 rows, for a plot
 
 
 def reference_release(trainer):
