@@ -295,7 +295,8 @@ def working_budget_memory(answer):
 
 # ---------------------------------------------------------------- exercise 3: release at the end
 class Sampler:
-    """Picks the rows of each batch; it registers itself with the memory it samples."""
+    """The part of training that picks the rows of each batch (its work left out here); it
+    registers itself with the memory it samples."""
 
     def __init__(self, memory):
         self.memory = memory
