@@ -385,8 +385,9 @@ def run_in_fresh_process(source: str, timeout: float = 300.0) -> list:
     sees ``np``, ``gc``, ``MiB``, ``rss()``, ``malloc_trim()``, ``c_heap()``, ``is_glibc()``,
     ``pymalloc_stats()`` and ``report(*values)`` (values must be JSON: numbers, strings,
     lists, dicts); each call of ``report`` adds one item to the list returned. The new process
-    has no allocator history, so its RSS figures repeat from run to run. An error in the source
-    raises ``RuntimeError`` with the end of its traceback.
+    has only its imports (numpy, rlmemlib) behind it, the same at every run, so its RSS figures
+    repeat from run to run. An error in the source raises ``RuntimeError`` with the end of its
+    traceback.
 
     >>> run_in_fresh_process("report(len([0] * 3), 'ok')")
     [[3, 'ok']]
@@ -420,8 +421,8 @@ def in_fresh_process(func: Callable, *args, timeout: float = 300.0):
     The way in for an experiment kept as a function of an importable module (tested there and
     called by name); one that a lesson shows as code goes through ``run_in_fresh_process``, on
     which this one runs. ``func`` must be a module-level function; its arguments and its result
-    must be JSON values (numbers, strings, lists, dicts). A fresh process has no freed memory to
-    reuse and no allocator settings moved by earlier work.
+    must be JSON values (numbers, strings, lists, dicts). A fresh process has only its imports
+    behind it: no memory freed by earlier work to reuse, no allocator threshold moved by it.
 
     >>> in_fresh_process(fmt_bytes, 2048)
     '2.00 KiB'
