@@ -46,11 +46,17 @@ def fmt_bytes(n) -> str:
 
 @dataclass
 class Traced:
-    """What a ``traced()`` block allocated: bytes and blocks still alive at its end, and the peak."""
+    """What a ``traced()`` block left and what passed through it.
 
-    current: int = 0   # bytes allocated in the block and still alive at its end (net)
+    ``current`` and ``blocks`` are net: what the block allocated and left alive, minus what it
+    freed of what was there before (a block that frees as much as it allocates shows 0, however
+    much it allocated). ``peak`` sees what passed through: the most bytes alive at once during
+    the block, above where it started.
+    """
+
+    current: int = 0   # net traced bytes: at the block's end minus at its start
     peak: int = 0      # highest traced bytes during the block, above where it started
-    blocks: int = 0    # memory blocks allocated in the block and still alive at its end (net)
+    blocks: int = 0    # net live memory blocks: at the block's end minus at its start
 
     def __str__(self) -> str:
         # Rounded on purpose: inside a Jupyter kernel, the kernel's own threads allocate a few
@@ -123,11 +129,17 @@ def rss() -> int:
 
 
 def rss_peak_during(func: Callable, *args, interval: float = 0.01, **kwargs):
-    """Run ``func`` and return ``(its result, peak RSS in bytes while it ran)``, via memory_profiler."""
+    """Run ``func`` once and return ``(its result, peak RSS in bytes while it ran)``.
+
+    memory_profiler's ``memory_usage`` samples RSS every ``interval`` seconds from a second
+    process, so a peak shorter than that can be missed. Left to itself, it runs a function that
+    ended before a fifth reading again with a ten times shorter interval; ``max_iterations=1``
+    stops that, so ``func`` runs exactly once and its side effects happen once.
+    """
     from memory_profiler import memory_usage
 
     peak_mib, result = memory_usage((func, args, kwargs), interval=interval, max_usage=True,
-                                    retval=True, include_children=False)
+                                    retval=True, include_children=False, max_iterations=1)
     return result, int(peak_mib * 2**20)
 
 
@@ -167,41 +179,8 @@ class MemoryCurve:
 # ------------------------------------------------------------------------------------------
 # The allocators under the lenses: which one served a block, what tracing itself costs, and
 # what goes back to the operating system. RSS depends on a process's history, so these
-# experiments run in a fresh interpreter (``in_fresh_process``) when a lesson must not let
-# its own earlier cells decide the result.
-
-def in_fresh_process(func: Callable, *args, timeout: float = 120):
-    """Call ``func(*args)`` in a new Python interpreter and return its result.
-
-    ``func`` must be a module-level function of an importable module; its arguments and its
-    result must be JSON values (numbers, strings, lists, dicts). A fresh process has no freed
-    memory to reuse and no allocator settings moved by earlier work.
-
-    >>> in_fresh_process(fmt_bytes, 2048)
-    '2.00 KiB'
-    """
-    import json
-    import subprocess
-    import sys
-
-    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if not module or module == "__main__" or not name.isidentifier():
-        raise ValueError(f"func must be a module-level function of an importable module, got "
-                         f"{module}.{name or type(func).__name__}")
-    code = ("import importlib, json, sys\n"
-            f"func = getattr(importlib.import_module({module!r}), {name!r})\n"
-            "print(json.dumps(func(*json.loads(sys.stdin.read()))))\n")
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(list(args)), text=True,
-                          capture_output=True, timeout=timeout, env=env)
-    if done.returncode != 0:
-        call = f"{module}.{name}({', '.join(map(repr, args))})"
-        raise RuntimeError(f"{call} failed in a fresh process:\n"
-                           f"{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
+# experiments run in a fresh interpreter (``in_fresh_process``, below) when a lesson must not
+# let its own earlier cells decide the result.
 
 def is_glibc() -> bool:
     """Whether this Python runs on glibc, the C library whose ``malloc`` the lessons describe."""
@@ -321,8 +300,9 @@ __all__ += ["in_fresh_process", "is_glibc", "in_c_heap", "c_heap", "freed_arrays
 # only above its mmap threshold, which starts at 128 KiB and rises, up to 32 MiB on 64-bit
 # systems, to the size of each such block freed; below it, freed memory stays in the heap until
 # ``malloc_trim``. An experiment about the operating system's view is repeatable only in a
-# process with a known history: ``run_in_fresh_process`` runs the source of one in a new
-# interpreter (``in_fresh_process`` above calls a module-level function there).
+# process with a known history. One mechanism runs them in a new interpreter, with two ways in:
+# ``run_in_fresh_process(source)`` for an experiment a lesson shows as code in its own cell, and
+# ``in_fresh_process(func, *args)`` for one kept in this module, tested, and called by name.
 
 def _glibc():
     """The C library through ctypes when it is glibc, else None (musl, macOS, Windows)."""
@@ -400,10 +380,14 @@ def report(*values):
 def run_in_fresh_process(source: str, timeout: float = 300.0) -> list:
     """Run Python ``source`` in a new interpreter; return the values it passed to ``report``.
 
-    The source sees ``np``, ``gc``, ``MiB``, ``rss()``, ``malloc_trim()``, ``c_heap()``,
-    ``is_glibc()``, ``pymalloc_stats()`` and ``report(*values)`` (values must be JSON: numbers,
-    strings, lists). The new process has no allocator history, so its RSS figures repeat from
-    run to run. An error in the source raises ``RuntimeError`` with the end of its traceback.
+    The way in for an experiment whose code a lesson shows in a cell of its own (a function
+    kept in a module goes through ``in_fresh_process``, which runs on this one). The source
+    sees ``np``, ``gc``, ``MiB``, ``rss()``, ``malloc_trim()``, ``c_heap()``, ``is_glibc()``,
+    ``pymalloc_stats()`` and ``report(*values)`` (values must be JSON: numbers, strings,
+    lists, dicts); each call of ``report`` adds one item to the list returned. The new process
+    has only its imports (numpy, rlmemlib) behind it, the same at every run, so its RSS figures
+    repeat from run to run. An error in the source raises ``RuntimeError`` with the end of its
+    traceback.
 
     >>> run_in_fresh_process("report(len([0] * 3), 'ok')")
     [[3, 'ok']]
@@ -429,6 +413,34 @@ def run_in_fresh_process(source: str, timeout: float = 300.0) -> list:
 
 
 __all__ += ["malloc_trim", "pymalloc_stats", "run_in_fresh_process"]
+
+
+def in_fresh_process(func: Callable, *args, timeout: float = 300.0):
+    """Call ``func(*args)`` in a new Python interpreter and return its result.
+
+    The way in for an experiment kept as a function of an importable module (tested there and
+    called by name); one that a lesson shows as code goes through ``run_in_fresh_process``, on
+    which this one runs. ``func`` must be a module-level function; its arguments and its result
+    must be JSON values (numbers, strings, lists, dicts). A fresh process has only its imports
+    behind it: no memory freed by earlier work to reuse, no allocator threshold moved by it.
+
+    >>> in_fresh_process(fmt_bytes, 2048)
+    '2.00 KiB'
+    """
+    import json
+
+    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or not name.isidentifier():
+        raise ValueError(f"func must be a module-level function of an importable module, got "
+                         f"{module}.{name or type(func).__name__}")
+    source = ("import importlib, json\n"
+              f"func = getattr(importlib.import_module({module!r}), {name!r})\n"
+              f"report(func(*json.loads({json.dumps(list(args))!r})))\n")
+    try:
+        return run_in_fresh_process(source, timeout=timeout)[0]
+    except RuntimeError as err:
+        call = f"{module}.{name}({', '.join(map(repr, args))})"
+        raise RuntimeError(f"{call} failed in a fresh process: {err}") from None
 
 
 def time_per_call(candidates: dict, number: int = 1000, rounds: int = 7, globals: dict | None = None) -> dict:
