@@ -53,12 +53,14 @@ from .spec import Batch, TransitionSpec, check_batch_size
 
 __all__ = ["start_local", "ReplayServer", "Collector", "ShardedReplay", "GivenIndices", "locate", "LOOPBACK_ENV",
            "ray_processes", "process_memory", "object_store_used", "serialized_nbytes",
-           "ConnectionWatch", "foreign_connections"]
+           "ray_serialized_nbytes", "in_object_store", "ConnectionWatch", "foreign_connections"]
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
-# Set before Ray starts: on Linux, Ray's servers then listen on 127.0.0.1 only (without it
-# they bind the machine's network address), and Ray sends no usage statistics.
+# Set before Ray is imported. On Linux, without the first one a local cluster takes the
+# machine's network address for its processes and its servers listen on every interface of
+# the machine; with it, they use and listen on 127.0.0.1 only. The second one stops Ray's
+# usage statistics.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -66,9 +68,10 @@ def start_local(**options):
     """``ray.init(**options)`` for a cluster on this machine only; returns Ray's context.
 
     The variables of :data:`LOOPBACK_ENV` must be set before Ray is imported (Ray reads them
-    once, at import; the lesson sets them itself); this refuses to start otherwise. Ray's own defaults are changed only where
-    ``options`` says. If start-up times out (Ray's node agent has 15 s to start, which a busy
-    machine can exceed), Ray is shut down and started once more.
+    once, at import; the lesson sets them itself); this refuses to start otherwise. Ray's own
+    defaults are changed only where ``options`` says. If start-up times out (Ray waits 30 s
+    for its raylet to register, which a busy machine can exceed), Ray is shut down and
+    started once more.
     """
     wrong = {k: os.environ.get(k) for k, v in LOOPBACK_ENV.items() if os.environ.get(k) != v}
     if wrong:
@@ -370,6 +373,27 @@ def serialized_nbytes(obj) -> int:
     return len(inband) + sum(b.raw().nbytes for b in buffers)
 
 
+def ray_serialized_nbytes(obj) -> int:
+    """Bytes of ``obj`` as the connected Ray's own serializer makes them (header included)."""
+    _ray()
+    from ray._private.worker import global_worker  # Ray's serializer has no public entry
+
+    return int(global_worker.get_serialization_context().serialize(obj).total_bytes)
+
+
+def in_object_store(array: np.ndarray) -> bool:
+    """Whether ``array``'s bytes lie in Ray's object store (its shared-memory ``plasma``
+    file, mapped into this process) rather than in this process's own memory. Linux."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as handle:
+        for line in handle:
+            fields = line.split(maxsplit=5)
+            low, high = (int(v, 16) for v in fields[0].split("-"))
+            if low <= address < high:
+                return len(fields) == 6 and "plasma" in os.path.basename(fields[5])
+    return False
+
+
 def object_store_used() -> int:
     """Bytes in the object store of the connected Ray cluster, as its nodes last reported."""
     ray = _ray()
@@ -455,7 +479,8 @@ def _is_loopback(ip: str) -> bool:
 
 
 def foreign_connections(procs=None) -> list[tuple]:
-    """Internet sockets of the given processes (default: Ray's) bound or connected off loopback.
+    """Internet sockets of the given processes bound or connected off loopback (default: this
+    process, which runs Ray's driver when Ray is started here, and every process Ray started).
 
     Each entry is ``(pid, process name, local address, remote address, status)``; a server
     listening on every interface (``0.0.0.0`` or ``::``) counts as foreign too.
@@ -463,7 +488,7 @@ def foreign_connections(procs=None) -> list[tuple]:
     import psutil
 
     found = []
-    for p in ray_processes() if procs is None else procs:
+    for p in _driver_and_ray() if procs is None else procs:
         try:
             conns = p.net_connections(kind="inet") if hasattr(p, "net_connections") else p.connections("inet")
             name = p.name()
@@ -477,8 +502,14 @@ def foreign_connections(procs=None) -> list[tuple]:
     return found
 
 
+def _driver_and_ray() -> list:
+    import psutil
+
+    return [psutil.Process()] + ray_processes()
+
+
 class ConnectionWatch:
-    """Looks at the sockets of Ray's processes every ``interval`` seconds, in a thread.
+    """Looks at the sockets of this process and of Ray's every ``interval`` seconds, in a thread.
 
     ``start()``, run the work, ``stop()``; then ``foreign`` lists every socket seen bound or
     connected anywhere but loopback, and ``looks`` counts the looks taken.
@@ -499,7 +530,7 @@ class ConnectionWatch:
                 return
 
     def look(self) -> None:
-        procs = ray_processes()
+        procs = _driver_and_ray()
         self.processes.update(p.pid for p in procs)
         for entry in foreign_connections(procs):
             if entry not in self.foreign:

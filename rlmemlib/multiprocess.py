@@ -8,11 +8,16 @@ Design choices and their memory trade-off:
 * :func:`run_shared`: the pool's arrays live in shared memory (:func:`rlmemlib.storage.shared`);
   collector processes write their chunks into its rows in place (under the pool's lock) and
   the learner samples from the same rows. A transition is copied once, from the collector's
-  chunk into the pool; the pool's pages are counted once however many processes map them
-  (split between them in PSS, in no process's USS).
+  chunk into the pool; the pool's pages exist once however many processes map them: each
+  process's RSS counts the pages it touched whole, PSS splits them among the processes, and
+  no process's USS holds them while another maps them too.
 * :func:`run_queue`: the pool lives in the learner; collectors send their chunks through a
   ``multiprocessing.Queue``. Each chunk is pickled, written to a pipe, read and unpickled
   before ``add_batch`` copies it into the pool; the pool is the learner's own memory.
+* What crosses between processes is measured, not computed: each collector reads its own
+  ``wchar`` (bytes passed to write system calls, Linux ``/proc/self/io``) before and after
+  shipping its chunks, and each process's share of the pool's segments comes from its
+  ``/proc/<pid>/smaps`` (Linux; elsewhere these figures are None).
 * :func:`after_fork`: a child made by ``fork`` shares its parent's pages until either writes
   one. Reading a Python object writes its reference count, and a garbage collection writes
   the header of every container object it examines, so an object-based memory is copied page
@@ -46,6 +51,9 @@ class ProcessReport:
     pss: int     # every page, shared ones divided by the number of processes mapping them
     anon: int    # resident anonymous pages
     shmem: int   # resident shared-memory pages
+    pool_rss: int | None = None   # pages of the pool's shared-memory segments it maps
+    pool_pss: int | None = None   # the same, divided by the number of processes mapping each
+    pool_uss: int | None = None   # the same, mapped by this process only
 
 
 @dataclass
@@ -56,8 +64,10 @@ class RunReport:
     transitions: int          # added to the pool by all collectors
     batches: int              # sampled by the learner while the collectors ran
     seconds: float
-    pipe_bytes_per_chunk: int  # pickled bytes sent through a pipe for each chunk (0: none)
+    pipe_bytes_per_chunk: int | None  # bytes the collectors wrote (write system calls: the
+                                      # queue's pipe) while shipping, per chunk; None off Linux
     chunk_nbytes: int          # bytes of one chunk's arrays
+    pickled_chunk_nbytes: int  # one chunk pickled as multiprocessing pickles it
     processes: list = field(default_factory=list)
 
     @property
@@ -69,14 +79,52 @@ class RunReport:
         return [p for p in self.processes if p.role == "collector"]
 
 
-def _measure(role: str, pid: int) -> ProcessReport:
+def _measure(role: str, pid: int, segments=()) -> ProcessReport:
     import psutil
 
     from .storage import resident
 
     info = psutil.Process(pid).memory_full_info()
     kinds = resident(pid)
-    return ProcessReport(role, pid, info.uss, getattr(info, "pss", info.uss), kinds.anon, kinds.shmem)
+    pool = _segment_pages(pid, segments) if segments else (None, None, None)
+    return ProcessReport(role, pid, info.uss, getattr(info, "pss", info.uss), kinds.anon, kinds.shmem,
+                         *pool)
+
+
+def _segment_pages(pid: int, names) -> tuple:
+    """(Rss, Pss, Private) bytes of a process's mappings of the named shared-memory segments,
+    summed from ``/proc/<pid>/smaps``; Nones where that file does not exist."""
+    paths = tuple(f"/{n.lstrip('/')}" for n in names)  # a segment's file: /dev/shm/<name>
+    totals, inside = {"Rss": 0, "Pss": 0, "Private": 0}, False
+    try:
+        with open(f"/proc/{pid}/smaps") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None, None, None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if " " in key:  # a mapping's first line: addresses, permissions, offset, device, inode, path
+            fields = line.split(maxsplit=5)
+            inside = len(fields) == 6 and fields[5].removesuffix(" (deleted)").endswith(paths)
+        elif inside and key in ("Rss", "Pss"):
+            totals[key] += int(value.split()[0]) * 1024  # reported in kB
+        elif inside and key in ("Private_Clean", "Private_Dirty"):
+            totals["Private"] += int(value.split()[0]) * 1024
+    return totals["Rss"], totals["Pss"], totals["Private"]
+
+
+def _written() -> int | None:
+    """Bytes this process has passed to write system calls so far (``wchar``), or None."""
+    try:
+        with open("/proc/self/io") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("wchar:")), None)
+
+
+def _delta(before, after):
+    return None if before is None or after is None else after - before
 
 
 def pickled_nbytes(obj) -> int:
@@ -92,19 +140,23 @@ def _collect_shared(handle, seed: int, chunks: int, chunk_size: int, num_envs: i
 
     pool = attach(handle)
     collector = Collector(seed=seed, chunk_size=chunk_size, num_envs=num_envs)
+    before = _written()
     for _ in range(chunks):
         pool.add_batch(*collector.chunk())  # rows written in place, in the pages every process maps
-    done.put(os.getpid())
+    done.put((os.getpid(), _delta(before, _written())))
     hold.wait()  # stay alive until the learner has measured every process
     pool.close()
 
 
 def _collect_queue(queue, seed: int, chunks: int, chunk_size: int, num_envs: int, done, hold) -> None:
     collector = Collector(seed=seed, chunk_size=chunk_size, num_envs=num_envs)
+    before = _written()
     for _ in range(chunks):
         queue.put(tuple(collector.chunk()))  # pickled, then written to a pipe by a feeder thread
     queue.put(None)
-    done.put(os.getpid())
+    queue.close()
+    queue.join_thread()  # the feeder thread has written everything to the pipe
+    done.put((os.getpid(), _delta(before, _written())))
     hold.wait()
 
 
@@ -117,14 +169,33 @@ def _start(target, first_arg, collectors, chunks, chunk_size, num_envs, seed, ct
     return procs, done, hold
 
 
-def _finish(report: RunReport, procs, hold) -> RunReport:
-    report.processes = [_measure("learner", os.getpid())] + [_measure("collector", p.pid) for p in procs]
+def _finish(report: RunReport, procs, hold, segments=()) -> RunReport:
+    report.processes = [_measure("learner", os.getpid(), segments)] + \
+        [_measure("collector", p.pid, segments) for p in procs]
     hold.set()
     for p in procs:
         p.join()
         if p.exitcode != 0:
             raise RuntimeError(f"a collector process ended with exit code {p.exitcode}")
     return report
+
+
+def _per_chunk(reports: list, chunks: int) -> int | None:
+    """Bytes the collectors wrote while shipping, per chunk, from their (pid, bytes) reports."""
+    written = [w for _, w in reports]
+    if not written or any(w is None for w in written):
+        return None
+    return round(sum(written) / (len(written) * chunks))
+
+
+def _stop(procs, hold) -> None:
+    """After a failure: let the collectors go, and end those still running."""
+    hold.set()
+    for p in procs:
+        p.join(timeout=5)
+        if p.exitcode is None:
+            p.terminate()
+            p.join()
 
 
 def _check_room(capacity: int, collectors: int, chunks: int, chunk_size: int) -> int:
@@ -141,7 +212,8 @@ def run_shared(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks:
     """Collectors write into a pool in shared memory; this process samples from it meanwhile,
     one batch for each chunk stored.
 
-    Returns the pool (still open: ``pool.close()`` frees it) and a :class:`RunReport`.
+    Returns the pool (still open: ``pool.close()`` frees it) and a :class:`RunReport`. If a
+    collector fails, its error is raised and the pool's segments are freed.
     """
     from .memory import CircularPool
     from .storage import shared
@@ -149,23 +221,34 @@ def run_shared(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks:
     total = _check_room(capacity, collectors, chunks, chunk_size)
     ctx = multiprocessing.get_context("spawn")
     pool = shared(CircularPool, capacity, spec, context=ctx)
+    segments = pool.handle().segments.values()
     rng, start = np.random.default_rng(seed), time.perf_counter()
     procs, done, hold = _start(_collect_shared, pool.handle(), collectors, chunks, chunk_size,
                                num_envs, seed, ctx)
-    finished, batches = 0, 0
-    while batches < collectors * chunks:
+    try:
+        batches = _sample_while_filling(pool, procs, collectors * chunks, chunk_size, batch_size, rng)
+        reports = [_get(done, procs) for _ in procs]
+        report = RunReport("shared memory", total, batches, time.perf_counter() - start,
+                           _per_chunk(reports, chunks), _chunk_nbytes(spec, chunk_size),
+                           _pickled_chunk_nbytes(spec, chunk_size))
+        return pool, _finish(report, procs, hold, segments)
+    except BaseException:
+        _stop(procs, hold)
+        pool.close()
+        raise
+
+
+def _sample_while_filling(pool, procs, chunks_in_all: int, chunk_size: int, batch_size: int, rng) -> int:
+    """Sample one batch for each chunk that arrives in ``pool``; returns the batches sampled."""
+    batches = 0
+    while batches < chunks_in_all:
         if batches < len(pool) // chunk_size:  # a chunk arrived that has no batch yet
             pool.sample(batch_size, rng)
             batches += 1
         else:
             time.sleep(0.0005)
             _check_alive(procs)
-    while finished < collectors:
-        finished += _drain(done)
-        _check_alive(procs)
-    report = RunReport("shared memory", total, batches, time.perf_counter() - start, 0,
-                       _chunk_nbytes(spec, chunk_size))
-    return pool, _finish(report, procs, hold)
+    return batches
 
 
 def run_queue(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks: int = 100,
@@ -183,22 +266,24 @@ def run_queue(capacity: int, spec: TransitionSpec, collectors: int = 2, chunks: 
     queue = ctx.Queue(maxsize=4 * collectors)
     rng, start = np.random.default_rng(seed), time.perf_counter()
     procs, done, hold = _start(_collect_queue, queue, collectors, chunks, chunk_size, num_envs, seed, ctx)
-    ended, batches, pipe_bytes = 0, 0, 0
-    while ended < collectors:
-        chunk = _get(queue, procs)
-        if chunk is None:
-            ended += 1
-            continue
-        if not pipe_bytes:
-            pipe_bytes = pickled_nbytes(chunk)  # every chunk has the same shapes: the same size
-        pool.add_batch(*chunk)
-        pool.sample(batch_size, rng)
-        batches += 1
-    for _ in procs:  # each collector reports once it has queued its last chunk
-        done.get(timeout=120)
-    report = RunReport("queue", len(procs) * chunks * chunk_size, batches, time.perf_counter() - start,
-                       pipe_bytes, _chunk_nbytes(spec, chunk_size))
-    return pool, _finish(report, procs, hold)
+    try:
+        ended, batches = 0, 0
+        while ended < collectors:
+            chunk = _get(queue, procs)
+            if chunk is None:
+                ended += 1
+                continue
+            pool.add_batch(*chunk)
+            pool.sample(batch_size, rng)
+            batches += 1
+        reports = [_get(done, procs) for _ in procs]  # each collector, once its pipe is flushed
+        report = RunReport("queue", len(procs) * chunks * chunk_size, batches, time.perf_counter() - start,
+                           _per_chunk(reports, chunks), _chunk_nbytes(spec, chunk_size),
+                           _pickled_chunk_nbytes(spec, chunk_size))
+        return pool, _finish(report, procs, hold)
+    except BaseException:
+        _stop(procs, hold)
+        raise
 
 
 def _check_alive(procs) -> None:
@@ -218,21 +303,12 @@ def _get(queue, procs):
             _check_alive(procs)
 
 
-def _drain(done) -> int:
-    """How many collectors reported being finished since the last call (does not wait)."""
-    import queue as queue_module
-
-    n = 0
-    try:
-        while True:
-            done.get_nowait()
-            n += 1
-    except queue_module.Empty:
-        return n
-
-
 def _chunk_nbytes(spec: TransitionSpec, chunk_size: int) -> int:
     return spec.empty_batch(chunk_size).nbytes
+
+
+def _pickled_chunk_nbytes(spec: TransitionSpec, chunk_size: int) -> int:
+    return pickled_nbytes(tuple(spec.empty_batch(chunk_size)))
 
 
 # ====================================================================== fork and copy-on-write

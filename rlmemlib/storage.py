@@ -13,16 +13,22 @@ Design choices and their memory trade-off:
   which it can only swap. So a pool can be larger than RAM, and each sampled row that is not
   in the page cache costs a read from disk. :meth:`MemmapBacked.flush` writes the pool's
   cursor to ``state.json`` (atomically); :func:`reopen` maps the files again later, lazily:
-  reopening reads the flags (one byte per row, checked) and no other rows. No checksum: the arrays are the live data, written in place, and a
-  reopened pool holds what the last ``flush`` described (rows written after it may have
-  replaced rows it counted as held).
+  reopening reads the flags (one byte per row, checked) and no other rows. No checksum: the
+  arrays are the live data, written in place, and a reopened pool holds what the last
+  ``flush`` described (rows written after it may have replaced rows it counted as held).
 * :func:`shared` puts each array in a ``multiprocessing.shared_memory`` segment (a file in
   ``/dev/shm`` on Linux), and the cursor too, so several processes :func:`attach` to one pool
   and write rows in place: no copy of a transition between processes. A lock (one per pool)
-  makes each ``add``, ``add_batch``, ``sample`` and index whole. Shared memory is not file
-  backed for the kernel's purposes: it is counted as ``shmem`` and can only be swapped.
+  makes each ``add``, ``add_batch``, ``sample``, index and ``save`` whole: a reader never
+  sees a row half written, and writers never take the same rows. ``len`` reads the cursor
+  without the lock (one aligned integer); the arrays themselves (``pool.obs``, ...) are not
+  guarded, and a process killed while it holds the lock leaves it held. Shared memory is
+  not file backed for the kernel's purposes: it is counted as ``shmem`` and can only be
+  swapped.
   Only ``CircularPool(share_next_obs=False)`` is offered: shared observations keep a side store
   of final observations that lives in one process.
+* ``save(path)`` of a backed pool writes the same ``.npz`` file as the pool's own class (it
+  names ``CircularPool`` or ``FramePool``), so ``CircularPool.load`` reads it back into RAM.
 * :func:`resident` splits a process's resident memory into anonymous, file-backed and shared
   memory pages (``/proc/<pid>/status``, Linux); :func:`container_memory` reads what the
   memory cgroup (v1 or v2) charges, the limit a container is held to.
@@ -168,6 +174,19 @@ class MemmapBacked:
         self.flush()
         self._files, self._views = {}, {}
 
+    def save(self, path):
+        """Write the pool to a ``.npz`` file as its own class would; ``load`` reads it into RAM."""
+        return persist.save(_plain(self), path)
+
+
+def _plain(pool, **cursor):
+    """An object of the pool's own class over the same arrays (and ``cursor`` values), so that
+    what ``persist`` writes names that class and loads with it."""
+    plain = object.__new__(pool._base)
+    plain.__dict__.update(pool.__dict__)
+    plain.__dict__.update(cursor)
+    return plain
+
 
 def _atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -275,7 +294,15 @@ def _cursor_property(k: int, name: str) -> property:
 
 
 class SharedBacked:
-    """Mixin: every array of the pool, and its cursor, in ``multiprocessing.shared_memory``."""
+    """Mixin: every array of the pool, and its cursor, in ``multiprocessing.shared_memory``.
+
+    It leans on ``CircularPool``'s private state, which a change there must keep in step:
+    the cursor ``_pos``, ``_len`` and ``_added`` become properties over a shared int64 array
+    (every process sees every add); ``_tail``, the bytes of the newest ``next_obs`` that a
+    pool in one process remembers, is always None (another process may have written the row
+    since); and ``close`` drops the memoryview writers ``_action_w``, ``_reward_w`` and
+    ``_flags_w``, since a segment cannot be unmapped while a view of it exists.
+    """
 
     prefix = "Shared"
     _segments: dict   # array name -> SharedMemory
@@ -347,6 +374,12 @@ class SharedBacked:
             return
         with self._lock:
             return super().clear()
+
+    def save(self, path):
+        """Write the pool as it is at one moment (under the lock) to a ``.npz`` file that
+        ``CircularPool.load`` reads into RAM."""
+        with self._lock:
+            return persist.save(_plain(self, **{k: getattr(self, k) for k in _CURSOR}, _tail=None), path)
 
     def close(self) -> None:
         """Unmap this process's view; the process that made the pool also frees the segments."""

@@ -175,11 +175,52 @@ def test_sharded_sample_refuses_bad_calls(no_cluster, cartpole_spec):
         rd.ShardedReplay([], cartpole_spec)
 
 
-def test_collector_run_bounds_the_calls_in_flight(no_cluster, cartpole_spec):
-    servers, handles = _shards(2, 10_000, cartpole_spec)
-    collector = rd.Collector(seed=3, chunk_size=100)
-    report = collector.run(rd.ShardedReplay(handles, cartpole_spec), chunks=7)
-    assert report["transitions"] == 700 and [s.received for s in servers] == [350, 350]
+def test_collector_run_bounds_the_calls_in_flight(monkeypatch, cartpole_spec):
+    """Collector.run keeps at most `max_in_flight` chunks unanswered: a call is answered only
+    when run waits for it, and run never holds more than two chunks' calls (one per shard)."""
+    unanswered, most = [], [0]
+
+    class Ray:
+        @staticmethod
+        def wait(refs, num_returns=1):
+            for ref in refs[:num_returns]:
+                unanswered.remove(ref)
+            return refs[:num_returns], refs[num_returns:]
+
+        @staticmethod
+        def get(refs):
+            for ref in refs:
+                if ref in unanswered:
+                    unanswered.remove(ref)
+            return refs
+
+    class Sent(rd.ShardedReplay):
+        def send(self, chunk):
+            refs = [object() for _ in range(self.shards)]  # one call per shard, answered later
+            unanswered.extend(refs)
+            most[0] = max(most[0], len(unanswered))
+            self.sent += len(chunk)
+            return refs
+
+    monkeypatch.setattr(rd, "_ray", lambda: Ray)
+    report = rd.Collector(seed=3, chunk_size=100).run(Sent([None, None], cartpole_spec), chunks=9)
+    assert report["transitions"] == 900 and not unanswered
+    assert most[0] == 3 * 2  # two chunks unanswered, and the one just sent
+
+
+def test_picking_a_shard_at_random_over_samples_the_small_one():
+    """Self-check 4 of lesson 09: shards of 10,000 and 1,000 transitions, each batch from one
+    shard picked at random: a transition of the small shard comes up ten times as often; the
+    course's rule (indices over all 11,000) draws every transition equally."""
+    rng, sizes, draws = np.random.default_rng(0), np.array([10_000, 1_000]), 2_000
+    per_shard = np.zeros(2)
+    for _ in range(draws):
+        per_shard[rng.integers(0, 2)] += 256
+    random_shard = per_shard / sizes
+    shard, _ = rd.locate(rng.integers(0, sizes.sum(), size=draws * 256), sizes)
+    by_rule = np.bincount(shard, minlength=2) / sizes
+    assert 9 < random_shard[1] / random_shard[0] < 11
+    assert 0.9 < by_rule[1] / by_rule[0] < 1.1
 
 
 # ------------------------------------------------------------------ collectors

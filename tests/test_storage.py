@@ -342,3 +342,110 @@ def test_at_a_memory_limit_file_pages_are_dropped_and_the_others_are_not(tmp_pat
         assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-500:]
     else:
         assert done.returncode == -9 and "survived" not in done.stdout  # killed by the OOM killer
+
+
+# ------------------------------------------------------------------ FramePool on files, and save()
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_memmap_frame_pool_holds_reopens_and_samples_like_one_in_ram(tmp_path, compress):
+    pytest.importorskip("zstandard") if compress else None
+    spec = rm.TransitionSpec((4, 8, 8), np.uint8, (), np.uint8, action_low=0, action_high=5)
+    frames = np.random.default_rng(0).integers(0, 256, (400, 8, 8), dtype=np.uint8)
+
+    def stack(t):  # the four frames up to t, the first one repeated at the start
+        return frames[np.clip(np.arange(t - 3, t + 1), 0, None)]
+
+    disk = storage.memmap(rm.FramePool, tmp_path, 50, spec, compress=compress)
+    ram = rm.FramePool(50, spec, compress=compress)
+    steps = [(stack(t), t % 6, 1.0, stack(t + 1), t % 37 == 36, False) for t in range(300)]
+    _fill(steps[:120], disk, ram)
+    disk.close()
+    del disk
+    again = storage.reopen(tmp_path)
+    assert type(again).__name__ == "MemmapFramePool" and isinstance(again.action.base, np.memmap)
+    assert _same_contents(again, ram)
+    _fill(steps[120:], again, ram)  # goes on after the reopen, wrapping around
+    assert _same_contents(again, ram)
+    assert _same(again.sample(64, np.random.default_rng(1)), ram.sample(64, np.random.default_rng(1)))
+
+
+def _same_contents(a, b) -> bool:
+    return len(a) == len(b) and all(_same(a[i], b[i]) for i in range(len(a)))
+
+
+def test_save_of_a_backed_pool_loads_as_the_pool_class(tmp_path, cartpole_spec, cartpole_data, helpers):
+    ram = rm.CircularPool(60, cartpole_spec, share_next_obs=True)
+    disk = storage.memmap(rm.CircularPool, tmp_path / "files", 60, cartpole_spec, share_next_obs=True)
+    plain = rm.CircularPool(60, cartpole_spec)
+    in_shm = storage.shared(rm.CircularPool, 60, cartpole_spec)
+    try:
+        _fill(cartpole_data[:150], ram, disk)
+        _fill(cartpole_data[:150], plain, in_shm)
+        for backed, like in ((disk, ram), (in_shm, plain)):
+            loaded = rm.CircularPool.load(backed.save(tmp_path / f"{type(backed).__name__}.npz"))
+            assert type(loaded) is rm.CircularPool
+            assert helpers.contents(loaded, cartpole_spec) == helpers.contents(like, cartpole_spec)
+    finally:
+        in_shm.close()
+
+
+# ------------------------------------------------------------------ several writers, one reader
+def _chunk_writer(handle, writer: int, chunks: int, size: int, ready, go) -> None:
+    """Writes `chunks` chunks whose rows say who wrote them: obs = (writer, chunk, row, id)."""
+    pool = storage.attach(handle)
+    ready.put(writer)
+    go.wait()  # every writer starts at once
+    for c in range(chunks):
+        rows = np.arange(size, dtype=np.float32)
+        ident = writer * 1_000_000 + c * 1_000 + rows
+        obs = np.stack([np.full(size, writer, np.float32), np.full(size, c, np.float32), rows, ident], axis=1)
+        pool.add_batch(obs, ((writer + c + rows) % 2).astype(np.uint8), ident, obs + 0.5,
+                       rows % 2 == 0, np.zeros(size, bool))
+    pool.close()
+
+
+def _whole(batch) -> bool:
+    """Every row of the batch is one transition as a writer wrote it, no field from another."""
+    obs = batch.obs
+    return (np.array_equal(batch.next_obs, obs + 0.5) and np.array_equal(batch.reward, obs[:, 3])
+            and np.array_equal(batch.action, ((obs[:, 0] + obs[:, 1] + obs[:, 2]) % 2).astype(np.uint8))
+            and np.array_equal(batch.terminated, obs[:, 2] % 2 == 0))
+
+
+def test_writers_and_a_reader_of_one_shared_pool_see_whole_rows_and_whole_chunks(cartpole_spec):
+    """Three processes write chunks into one shared pool that wraps around many times while
+    this one samples: every sampled row is whole, the length only grows to the capacity, and
+    the pool ends holding whole chunks, each writer's in the order it wrote them."""
+    capacity, size, chunks, writers = 1_000, 50, 300, 3
+    pool = storage.shared(rm.CircularPool, capacity, cartpole_spec)
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_chunk_writer, args=(pool.handle(), w, chunks, size, ready, go))
+             for w in range(writers)]
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            ready.get(timeout=120)
+        go.set()
+        rng, lengths, samples = np.random.default_rng(0), [], 0
+        while any(p.is_alive() for p in procs) or samples < 20:
+            lengths.append(len(pool))
+            if lengths[-1]:
+                assert _whole(pool.sample(256, rng)), "a sampled row mixes two transitions"
+                samples += 1
+        for p in procs:
+            p.join(timeout=120)
+            assert p.exitcode == 0
+        assert lengths == sorted(lengths) and lengths[-1] == capacity and samples >= 20
+        held = np.array([pool[i].obs for i in range(len(pool))])
+        assert len(held) == capacity and (held[:, 2] == np.tile(np.arange(size), capacity // size)).all()
+        starts = held[::size]  # whole chunks: each begins at a multiple of `size` in the ring
+        assert (held.reshape(-1, size, 4)[:, :, :2] == starts[:, None, :2]).all()
+        for w in range(writers):  # each writer's chunks in the order it wrote them
+            mine = starts[starts[:, 0] == w, 1]
+            assert (np.diff(mine) > 0).all()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        pool.close()
