@@ -90,8 +90,10 @@ def test_01_the_collector_left_on_frees_only_the_cycles_of_the_young_generation(
             episode.observations.append(obs)
             _CyclicStep(episode, action)
             if terminated or truncated:
-                dropped.append((weakref.ref(episode), runs_at_start, len(runs)))
-                episode, runs_at_start = _Episode(), len(runs)
+                ref, started = weakref.ref(episode), runs_at_start
+                runs_at_start = len(runs)     # the next episode is in use from here on
+                episode = _Episode()          # a run while this allocates still sees the old one
+                dropped.append((ref, started, len(runs)))   # unbound: later runs can free it
     finally:
         gc.callbacks.remove(count)
     alive = [(started, ended) for ref, started, ended in dropped if ref() is not None]
