@@ -297,8 +297,8 @@ def test_every_stored_array_is_made_by_new_array(kind):
         mem.add(*t)
     ids = {id(arr) for _, arr in made}
     holders = [mem] + ([mem._finals] if kind == "shared" else [])
-    stored = [v for h in holders for v in vars(h).values() if isinstance(v, np.ndarray)]
-    stored = [a for a in stored if a.size > 8]  # leave out lookup tables and scratch
+    stored = [v for h in holders for k, v in vars(h).items()
+              if isinstance(v, np.ndarray) and not k.startswith(("_lut", "_gather"))]  # constants, scratch
     stored += list(getattr(mem, "records", []))
     assert stored and all(id(a if a.base is None else a.base) in ids for a in stored)
     if kind == "shared":
