@@ -8,6 +8,7 @@
 """
 
 from . import measure
+from . import distributed, multiprocess, storage  # lesson 09; Ray is imported only when used
 from .memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
 from .rollout import RolloutStats, cartpole_transitions, rollout
 from .spec import Batch, Transition, TransitionSpec

@@ -162,3 +162,152 @@ class MemoryCurve:
     @property
     def last(self) -> int:
         return self.traced[-1] if self.traced else 0
+
+
+# ------------------------------------------------------------------------------------------
+# The allocators under the lenses: which one served a block, what tracing itself costs, and
+# what goes back to the operating system. RSS depends on a process's history, so these
+# experiments run in a fresh interpreter (``in_fresh_process``) when a lesson must not let
+# its own earlier cells decide the result.
+
+def in_fresh_process(func: Callable, *args, timeout: float = 120):
+    """Call ``func(*args)`` in a new Python interpreter and return its result.
+
+    ``func`` must be a module-level function of an importable module; its arguments and its
+    result must be JSON values (numbers, strings, lists, dicts). A fresh process has no freed
+    memory to reuse and no allocator settings moved by earlier work.
+
+    >>> in_fresh_process(fmt_bytes, 2048)
+    '2.00 KiB'
+    """
+    import json
+    import subprocess
+    import sys
+
+    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or not name.isidentifier():
+        raise ValueError(f"func must be a module-level function of an importable module, got "
+                         f"{module}.{name or type(func).__name__}")
+    code = ("import importlib, json, sys\n"
+            f"func = getattr(importlib.import_module({module!r}), {name!r})\n"
+            "print(json.dumps(func(*json.loads(sys.stdin.read()))))\n")
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(list(args)), text=True,
+                          capture_output=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        call = f"{module}.{name}({', '.join(map(repr, args))})"
+        raise RuntimeError(f"{call} failed in a fresh process:\n"
+                           f"{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def is_glibc() -> bool:
+    """Whether this Python runs on glibc, the C library whose ``malloc`` the lessons describe."""
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
+
+
+def in_c_heap(address: int) -> bool | None:
+    """Whether ``address`` lies in the C library's main heap (``[heap]`` in ``/proc/self/maps``).
+
+    A block glibc's ``malloc`` served from its own mapping lies outside it, and so do the
+    arenas of pymalloc, Python's allocator for small objects. ``None`` where ``/proc`` is
+    missing (not Linux). Meaningful for blocks the main thread allocated.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:  # the heap can show as several lines (numpy's madvise splits it)
+        if line.endswith("[heap]"):
+            low, high = (int(x, 16) for x in line.split()[0].split("-"))
+            if low <= address < high:
+                return True
+    return False
+
+
+def c_heap() -> dict | None:
+    """glibc's own account of its ``malloc`` memory (``mallinfo2``), in bytes; ``None`` elsewhere.
+
+    ``in_use``: bytes of blocks handed out from its heaps; ``free``: bytes freed but kept in
+    its heaps for reuse (resident once written, so RSS still counts them); ``mapped``: bytes
+    of blocks it gave mappings of their own (these go back to the system at ``free``).
+    """
+    if not is_glibc():
+        return None
+    import ctypes
+
+    class _Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "mallinfo2"):  # glibc before 2.33
+        return None
+    libc.mallinfo2.restype = _Mallinfo2
+    info = libc.mallinfo2()
+    return {"in_use": info.uordblks, "free": info.fordblks, "mapped": info.hblkhd}
+
+
+def freed_arrays_rss(sizes_mib, small_first: int = 0) -> list:
+    """Make a written ``uint8`` array of each size in turn (MiB), then ``del`` it.
+
+    Per array: ``mib``; ``heap`` (True when the C library served it from its heap, False when
+    from a mapping of its own); ``returned`` (bytes RSS fell at the ``del``). With
+    ``small_first``, that many 4-float arrays are made and freed first (one more is kept after
+    them), leaving their ``malloc`` blocks free in the heap. Run it with ``in_fresh_process``:
+    in a long-lived process, earlier frees decide the answer.
+    """
+    import numpy as np
+
+    smalls = [np.zeros(4, np.float32) for _ in range(small_first)]
+    pin = np.zeros(4, np.float32)  # allocated after them, so their freed blocks are not the heap's top
+    del smalls
+    results = []
+    for size in sizes_mib:
+        array = np.ones(int(size * 2**20), np.uint8)  # ones: every page written, so resident
+        heap = in_c_heap(array.ctypes.data)
+        before = rss()
+        del array
+        results.append({"mib": size, "heap": heap, "returned": before - rss()})
+    del pin
+    return results
+
+
+def small_arrays_rss(n_arrays: int, trace: bool) -> dict:
+    """Fill a list with ``n_arrays`` 4-float arrays, with tracemalloc on or off, then delete it.
+
+    Returns, in bytes: ``rss_growth`` while filling; ``traced`` (what tracemalloc counted, 0
+    when off); ``tracing_records`` (``tracemalloc.get_tracemalloc_memory()`` at the full
+    list); ``c_heap_growth`` (glibc's ``in_use`` growth while filling); ``rss_back`` at the
+    ``del``; ``c_heap_free`` (what glibc keeps free after the ``del``). The two ``c_heap``
+    figures are ``None`` off glibc. Run it with ``in_fresh_process``.
+    """
+    import numpy as np
+
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+    rss0, traced0, heap0 = rss(), traced_now(), c_heap()
+    held = [np.zeros(4, dtype=np.float32) for _ in range(n_arrays)]
+    grown, traced_bytes, heap1 = rss() - rss0, traced_now() - traced0, c_heap()
+    records = tracemalloc.get_tracemalloc_memory()
+    before_del = rss()
+    del held
+    back = before_del - rss()
+    heap2 = c_heap()
+    if trace:
+        tracemalloc.stop()
+    glibc = heap0 is not None
+    return {"rss_growth": grown, "traced": traced_bytes, "tracing_records": records,
+            "c_heap_growth": heap1["in_use"] - heap0["in_use"] if glibc else None,
+            "rss_back": back, "c_heap_free": heap2["free"] if glibc else None}
+
+
+__all__ += ["in_fresh_process", "is_glibc", "in_c_heap", "c_heap", "freed_arrays_rss",
+            "small_arrays_rss"]

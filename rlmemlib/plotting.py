@@ -146,3 +146,20 @@ def lenses(curve, title: str = "Two lenses on the same run", ax=None, events: Ma
     bytes_axis(ax.yaxis)
     ax.legend()
     return ax
+
+
+def lenses_with_records(curve, records: Sequence[float], title: str = "Two lenses on the same run",
+                        ax=None, events: Mapping[str, int] | None = None, xlabel: str = "step"):
+    """``lenses``, plus tracemalloc's own records at each step of the curve.
+
+    ``records`` holds ``tracemalloc.get_tracemalloc_memory()`` read after each
+    ``curve.record``: the memory tracemalloc spends on its bookkeeping, which RSS counts.
+    """
+    ax = lenses(curve, title, ax, events, xlabel)
+    ax.plot(curve.steps, list(records), label="tracemalloc's own records", lw=2, ls=":",
+            color=PALETTE[3])
+    ax.legend()
+    return ax
+
+
+__all__ += ["lenses_with_records"]
