@@ -219,3 +219,36 @@ def test_naive_single_chain_would_lose_the_sharing():
     ends = sum(t.terminated or t.truncated for t in rows)
     assert next_row == 0  # the single chain: every row a break
     assert within_n >= len(rows) - ends - n  # chains n rows apart (n - 1 after a reset step)
+
+
+def round_robin(envs: int, steps: int, episode: int = 1000) -> list:
+    """Transitions of ``envs`` environments stepped in turn, each chained, long episodes."""
+    rows, obs = [], [np.full(4, 1000.0 * e, np.float32) for e in range(envs)]
+    for t in range(steps):
+        for e in range(envs):
+            nxt = np.full(4, 1000.0 * e + t + 1, np.float32)
+            end = (t + 1) % episode == 0
+            rows.append((obs[e], 0, 1.0, nxt, end, False))
+            obs[e] = np.full(4, -1000.0 * e - t, np.float32) if end else nxt
+    return rows
+
+
+@pytest.mark.parametrize("envs, shares", [(63, True), (64, False), (100, False)])
+def test_sharing_reaches_63_interleaved_environments_and_no_further(envs, shares):
+    """A hop lives in six bits: 63 environments in turn still share, 64 no longer do, and then
+    each transition pays its row and a side-store entry, more than the unshared pool."""
+    spec = rm.TransitionSpec((4,), np.float32, (), np.uint8, np.float32, 0, 1)
+    capacity = 12_000
+    shared, plain = rm.CircularPool(capacity, spec, share_next_obs=True), rm.CircularPool(capacity, spec)
+    for t in round_robin(envs, capacity // envs + 200):
+        shared.add(*t)
+        plain.add(*t)
+    hops = shared.flags >> 2
+    per = shared.nbytes / capacity
+    if shares:
+        assert (hops == envs).mean() > 0.95 and per < 24
+    else:
+        assert not hops.any() and per >= 22 + 16 + 8 > plain.nbytes / capacity
+    rng = np.random.default_rng(0)
+    a, b = shared.sample(2000, rng), plain.sample(2000, np.random.default_rng(0))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
