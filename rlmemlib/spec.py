@@ -138,8 +138,19 @@ class TransitionSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_env(cls, env, reward_dtype=np.float32) -> "TransitionSpec":
-        """The spec of an environment's transitions (its observation and action spaces)."""
-        return cls.from_spaces(env.observation_space, env.action_space, reward_dtype=reward_dtype)
+        """The spec of an environment's transitions (its observation and action spaces).
+
+        For a vector environment, the spec of one sub-environment's transitions (its
+        ``single_observation_space`` and ``single_action_space``), which is what a memory stores.
+
+        >>> import gymnasium as gym
+        >>> envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 3)
+        >>> TransitionSpec.from_env(envs) == TransitionSpec.from_env(gym.make("CartPole-v1"))
+        True
+        """
+        observations = getattr(env, "single_observation_space", env.observation_space)
+        actions = getattr(env, "single_action_space", env.action_space)
+        return cls.from_spaces(observations, actions, reward_dtype=reward_dtype)
 
     @classmethod
     def from_spaces(cls, observation_space, action_space, reward_dtype=np.float32) -> "TransitionSpec":
