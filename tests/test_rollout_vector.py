@@ -252,3 +252,23 @@ def test_sharing_reaches_63_interleaved_environments_and_no_further(envs, shares
     rng = np.random.default_rng(0)
     a, b = shared.sample(2000, rng), plain.sample(2000, np.random.default_rng(0))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_next_step_ignores_the_action_of_a_resetting_sub_environment():
+    """Lesson 08: under NEXT_STEP, the step after an episode end resets that sub-environment,
+    whatever action it is given: reward 0, no flag, the reset observation."""
+    runs = []
+    for other in (0, 1):
+        envs = make_envs(2)
+        envs.reset(seed=3)
+        rng = np.random.default_rng(0)
+        while True:
+            _, _, te, tr, _ = envs.step(rng.integers(0, 2, size=2))
+            if (te | tr).any():
+                break
+        i = int(np.flatnonzero(te | tr)[0])
+        actions = np.array([1, 1])
+        actions[i] = other  # two different actions for the resetting sub-environment
+        obs, reward, te, tr, _ = envs.step(actions)
+        runs.append((obs[i].tobytes(), reward[i], te[i], tr[i]))
+    assert runs[0] == runs[1] and runs[0][1:] == (0.0, False, False)
