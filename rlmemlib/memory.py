@@ -428,7 +428,6 @@ class CircularPool(_Memory):
         size = next(w for w in (8, 4, 2, 1) if width % w == 0)
         self._word, self._words_per_row = np.dtype(f"u{size}"), max(1, width // size)
         self._row_size = int(np.prod(spec.obs_shape, dtype=np.int64))  # values per observation
-        self._flat_rows = len(spec.obs_shape) == 1
         self._any_word = np.dtype(f"u{self._words_per_row}") if self._words_per_row in (1, 2, 4, 8) \
             else None
         self._out_ok: tuple = ()  # the arrays of the last `out` batch that passed the checks
@@ -631,18 +630,29 @@ class CircularPool(_Memory):
             del self._open[t]
 
     def _link_inside(self, obs: np.ndarray, next_obs: np.ndarray, flags: np.ndarray):
-        """The common case, for all rows at once: row k continues at row k + hop (the hop of the
-        last link). Writes each row's hop into ``flags`` (0 where it does not continue); returns
-        how many rows have their guessed successor in the batch, and those it does not continue."""
+        """The common case, for all rows at once: row k continues at row k + hop, the hop of the
+        last link (or 1, one environment, when that hop leaves most rows unlinked: a chance
+        match far away must not cost a search per row). Writes each row's hop into ``flags``
+        (0 where it does not continue); returns how many rows have their guessed successor in
+        the batch, and those it does not continue."""
         hop = self._hop
-        inside = max(0, len(flags) - hop) if hop else 0
+        inside, unlinked = self._rows_not_at(hop, obs, next_obs)
+        if hop != 1 and len(unlinked) > inside // 2 and self._reach:
+            inside_1, unlinked_1 = self._rows_not_at(1, obs, next_obs)
+            if len(unlinked_1) < len(unlinked):
+                hop = self._hop = 1
+                inside, unlinked = inside_1, unlinked_1
         flags[:inside] = hop << HOP_SHIFT  # every row linked...
         flags[inside:] = 0
-        if not inside:
-            return 0, []
-        unlinked = self._differ(next_obs[:inside], obs[hop:]).nonzero()[0]
         flags[unlinked] = 0  # ...but those whose successor differs
         return inside, unlinked.tolist()
+
+    def _rows_not_at(self, hop: int, obs: np.ndarray, next_obs: np.ndarray):
+        """How many rows have a row ``hop`` on in the batch, and those whose next_obs it is not."""
+        inside = max(0, len(obs) - hop) if hop else 0
+        if not inside:
+            return 0, np.zeros(0, np.intp)
+        return inside, self._differ(next_obs[:inside], obs[hop:]).nonzero()[0]
 
     def _link_open_tails(self, obs: np.ndarray) -> None:
         """Link each open tail of earlier adds to the first batch row within reach whose obs is
@@ -670,14 +680,17 @@ class CircularPool(_Memory):
         ended = ends.tolist()
         late = []  # rows not ended, whose next_obs no row of the batch holds
         if unlinked != ended[:len(unlinked)]:  # the common case: only episode ends unlinked
-            ended_set = set(ended)
+            ended_set, found = set(ended), []
             for k in unlinked:
                 if k not in ended_set:
                     hop = self._first_equal(obs[k + 1:k + 1 + self._reach], next_obs[k])
                     if hop:  # an irregular hop
                         flags[k] = hop << HOP_SHIFT
+                        found.append(hop)
                     else:
                         late.append(k)
+            if len(found) > len(unlinked) // 2:  # the guess was wrong for most: guess better next
+                self._hop = max(set(found), key=found.count)
         late += [k for k in range(inside, n) if k not in ended]
         finals = [k for k in late if k < n - self._reach]  # out of reach of later adds
         for k in late[len(finals):]:
@@ -690,15 +703,11 @@ class CircularPool(_Memory):
             self._finals.push_many(seqs, next_obs.take(ends, axis=0), s0 + n - self._capacity)
 
     def _differ(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Row by row, nonzero where ``a`` and ``b`` (C-contiguous rows) hold different bytes,
-        NaN payloads and -0.0 included: rows read as words of the widest int that divides them,
-        compared in one operation."""
-        n, k = len(a), self._words_per_row
-        if self._flat_rows:  # 1-D observations: (n, size) already
-            differ = a.view(self._word) != b.view(self._word)
-        else:
-            size = self._row_size
-            differ = a.reshape(n, size).view(self._word) != b.reshape(n, size).view(self._word)
+        """Row by row, nonzero where ``a`` and ``b`` (C-contiguous rows; ``b`` may be one row,
+        compared with every row of ``a``) hold different bytes, NaN payloads and -0.0 included:
+        rows read as words of the widest int that divides them, compared in one operation."""
+        n, k, size = len(a), self._words_per_row, self._row_size
+        differ = a.reshape(n, size).view(self._word) != b.reshape(-1, size).view(self._word)
         if k in (1, 2, 4, 8):  # k bools side by side read as one k-byte int: nonzero if any
             return differ.view(self._any_word).reshape(n)
         return differ.any(axis=1)
@@ -707,7 +716,7 @@ class CircularPool(_Memory):
         """1 + the index of the first of ``rows`` with the bytes of ``target``; 0 when none has."""
         if not len(rows):
             return 0
-        differ = self._differ(rows, np.broadcast_to(target, rows.shape))
+        differ = self._differ(rows, np.ascontiguousarray(target))
         k = int(differ.argmin())  # the first zero, if any
         return 0 if differ[k] else k + 1
 
@@ -901,9 +910,14 @@ class _FinalStore:
     def nbytes(self) -> int:
         return self.obs.nbytes + self.seq.nbytes
 
-    def _room(self, k: int) -> int:
-        """Room for ``k`` more entries after the live run; returns where the run ends."""
+    def _room(self, k: int, oldest: int | None = None) -> int:
+        """Room for ``k`` more entries after the live run; returns where the run ends. Entries
+        of transitions older than ``oldest`` (evicted since) are dropped first when the arrays
+        are full: until then they only wait at the head, where no lookup asks for them."""
         end = self.head + self.count
+        if end + k > len(self.seq) and oldest is not None:
+            self.drop_before(oldest)
+            end = self.head + self.count
         if end + k > len(self.seq):
             if self.head and self.count + k <= len(self.seq):  # slide the live run to the front
                 self.obs[:self.count] = self.obs[self.head:end]
@@ -923,21 +937,17 @@ class _FinalStore:
         return bigger
 
     def push(self, seq: int, obs: np.ndarray, oldest: int) -> None:
-        """Append a final observation newer than every entry, first dropping the entries of
-        transitions older than ``oldest`` (evicted since the last push)."""
-        if self.count and self.seq[self.head] < oldest:
-            self.drop_before(oldest)
-        end = self._room(1)
+        """Append a final observation newer than every entry; ``oldest`` is the oldest
+        transition still held (see ``_room``)."""
+        end = self._room(1, oldest)
         self.obs[end] = obs
         self.seq[end] = seq
         self.count += 1
 
     def push_many(self, seqs: np.ndarray, obs: np.ndarray, oldest: int | None = None) -> None:
-        """Append final observations, in order, all newer than every entry (first dropping
-        the entries of transitions older than ``oldest``, when given)."""
-        if oldest is not None and self.count and self.seq[self.head] < oldest:
-            self.drop_before(oldest)
-        end = self._room(len(seqs))
+        """Append final observations, in order, all newer than every entry; ``oldest`` as for
+        ``push``."""
+        end = self._room(len(seqs), oldest)
         self.obs[end:end + len(seqs)] = obs
         self.seq[end:end + len(seqs)] = seqs
         self.count += len(seqs)
