@@ -583,7 +583,10 @@ class CircularPool(_Memory):
         self.next_obs[dest] = rows.next_obs
         self.action[dest] = rows.action
         self.reward[dest] = rows.reward
-        self.flags[dest] = _flag_codes(rows)
+        self.flags[dest] = rows.terminated  # TERMINATED is bit 0: a bool stores as 0 or 1
+        trunc = rows.truncated
+        if len(trunc) and trunc[trunc.argmax()]:  # a time limit is rare: argmax finds any
+            self.flags[dest][trunc] |= TRUNCATED
 
     def _add_batch_shared(self, rows: Batch) -> None:
         n, cap = len(rows.reward), self._capacity

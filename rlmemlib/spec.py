@@ -252,9 +252,16 @@ class TransitionSpec:
             return Batch(obs, action, reward, next_obs, terminated, truncated)
         if reward.dtype is not self.reward_dtype:  # float64 into float32: none may overflow
             top = self._reward_top
-            if reward.dtype.kind != "f" or not (-top <= _min(reward) and _max(reward) <= top):
-                return None  # also NaN and infinity: the careful path takes them
-        if not self._fast_actions_fit(action):
+            if reward.dtype.kind != "f" or not (-top <= reward[reward.argmin()]
+                                                and reward[reward.argmax()] <= top):
+                return None  # also NaN and infinity (argmin finds a NaN): the careful path
+        high, unsigned = self.action_high, _AS_UNSIGNED.get(action.dtype)
+        if self._scalar_action and self.action_low == 0 and unsigned is not None:
+            # A negative signed int seen as unsigned is huge: one argmax tests both ends.
+            seen = action if unsigned is action.dtype else action.view(unsigned)
+            if seen[seen.argmax()] > high:
+                return None
+        elif not self._fast_actions_fit(action):
             return None
         return Batch(obs, action, reward, next_obs, terminated, truncated)
 
