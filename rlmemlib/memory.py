@@ -55,6 +55,7 @@ Design choices and their memory trade-off:
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -900,7 +901,9 @@ class _FinalStore:
     seq: np.ndarray   # (size,) int64: sequence number of the owning transition
 
     def __init__(self, spec: TransitionSpec, size: int, new_array: Callable):
-        self._new_array = new_array  # the owning pool's allocator
+        # The owning pool's allocator, held weakly: a strong bound method would make the pool
+        # and its side store a reference cycle, freed only by the cyclic collector.
+        self._allocator = weakref.WeakMethod(new_array)
         self.obs = new_array("final_obs", (size, *spec.obs_shape), spec.obs_dtype)
         self.seq = new_array("final_seq", (size,), np.int64)
         self.clear()
@@ -935,7 +938,7 @@ class _FinalStore:
         return end
 
     def _grown(self, name: str, arr: np.ndarray, size: int) -> np.ndarray:
-        bigger = self._new_array(name, (size, *arr.shape[1:]), arr.dtype)
+        bigger = self._allocator()(name, (size, *arr.shape[1:]), arr.dtype)
         bigger[:self.count] = arr[self.head:self.head + self.count]
         return bigger
 

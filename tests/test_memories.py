@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
+import weakref
 from contextlib import contextmanager
 
 import gymnasium as gym
@@ -736,3 +737,17 @@ def test_cartpole_transitions_are_seeded(cartpole_spec, helpers):
     for t, nxt in zip(a, a[1:]):  # a chain, broken only where an episode ended
         continues = t[3].tobytes() == nxt[0].tobytes()
         assert continues != (t[4] or t[5])
+
+
+@pytest.mark.parametrize("kind", ["ListMemory", "CircularPool", "CircularPool-shared", "RecyclingMemory"])
+def test_a_memory_dropped_is_freed_at_once_without_the_cyclic_collector(kind, cartpole_spec, cartpole_data, helpers):
+    """No reference cycle inside a memory: its last reference gone, reference counting frees it
+    (lesson 05's rule), even with the side store grown and the collector switched off."""
+    mem = filled(helpers.kinds[kind], 200, cartpole_spec, cartpole_data[:1000])
+    alive = weakref.ref(mem)
+    gc.disable()
+    try:
+        del mem
+        assert alive() is None
+    finally:
+        gc.enable()
