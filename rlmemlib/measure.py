@@ -311,3 +311,148 @@ def small_arrays_rss(n_arrays: int, trace: bool) -> dict:
 
 __all__ += ["in_fresh_process", "is_glibc", "in_c_heap", "c_heap", "freed_arrays_rss",
             "small_arrays_rss"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The C library's allocator, and experiments in a fresh process.
+#
+# Whether freed memory goes back to the operating system depends on the C library's malloc and
+# on everything the process allocated before. glibc serves a request from a mapping of its own
+# only above its mmap threshold, which starts at 128 KiB and rises, up to 32 MiB on 64-bit
+# systems, to the size of each such block freed; below it, freed memory stays in the heap until
+# ``malloc_trim``. An experiment about the operating system's view is repeatable only in a
+# process with a known history: ``run_in_fresh_process`` runs the source of one in a new
+# interpreter (``in_fresh_process`` above calls a module-level function there).
+
+def _glibc():
+    """The C library through ctypes when it is glibc, else None (musl, macOS, Windows)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (present in every glibc; checked anyway)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def malloc_trim() -> bool | None:
+    """glibc's ``malloc_trim(0)``: give the heap's free pages back to the operating system.
+
+    Returns whether glibc released memory, or None when the C library is not glibc (there is
+    no such call; the memory a C library keeps is then its own business).
+    """
+    libc = _glibc()
+    if libc is None:
+        return None
+    return bool(libc.malloc_trim(0))
+
+
+def pymalloc_stats() -> dict | None:
+    """CPython's small-object allocator now, from ``sys._debugmallocstats()``; None if absent.
+
+    ``arenas``: arenas held (each ``arena_size`` bytes, mapped from the operating system and
+    given back only when every block in it is free); ``in_use``: bytes in allocated blocks
+    (requests rounded up to the size classes, 16-byte steps on 64-bit builds); ``size_classes``.
+    None when the interpreter does not use pymalloc (``PYTHONMALLOC=malloc``, other Pythons).
+    """
+    import re
+    import sys
+    import tempfile
+
+    if not hasattr(sys, "_debugmallocstats"):
+        return None
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)  # the statistics go to the C-level stderr
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    arenas = re.search(r"^(\d+) arenas \* (\d+) bytes/arena", text, re.M)
+    in_use = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", text)
+    classes = re.search(r"in (\d+) size classes", text)
+    if arenas is None or in_use is None:
+        return None
+    return {"arenas": int(arenas[1]), "arena_size": int(arenas[2]),
+            "in_use": int(in_use[1].replace(",", "")),
+            "size_classes": int(classes[1]) if classes else None}
+
+
+_FRESH_PRELUDE = """\
+import gc, json, sys
+import numpy as np
+from rlmemlib.measure import rss, malloc_trim, c_heap, is_glibc, pymalloc_stats
+MiB = 2**20
+def report(*values):
+    sys.stdout.write("@report " + json.dumps(values[0] if len(values) == 1 else values) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def run_in_fresh_process(source: str, timeout: float = 300.0) -> list:
+    """Run Python ``source`` in a new interpreter; return the values it passed to ``report``.
+
+    The source sees ``np``, ``gc``, ``MiB``, ``rss()``, ``malloc_trim()``, ``c_heap()``,
+    ``is_glibc()``, ``pymalloc_stats()`` and ``report(*values)`` (values must be JSON: numbers,
+    strings, lists). The new process has no allocator history, so its RSS figures repeat from
+    run to run. An error in the source raises ``RuntimeError`` with the end of its traceback.
+
+    >>> run_in_fresh_process("report(len([0] * 3), 'ok')")
+    [[3, 'ok']]
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    code = _FRESH_PRELUDE + textwrap.dedent(source)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        raise RuntimeError(f"the fresh process failed (exit code {done.returncode}):\n{tail}")
+    import json
+
+    marker = "@report "
+    return [json.loads(line[len(marker):]) for line in done.stdout.split("\n")
+            if line.startswith(marker)]
+
+
+__all__ += ["malloc_trim", "pymalloc_stats", "run_in_fresh_process"]
+
+
+def time_per_call(candidates: dict, number: int = 1000, rounds: int = 7, globals: dict | None = None) -> dict:
+    """Median seconds per call of each candidate, timed in interleaved rounds.
+
+    ``candidates`` maps a name to a statement (a string, run in ``globals``) or to a callable
+    with no arguments. Each round times every candidate ``number`` times, one after the other,
+    so a slow moment of the machine hits them all alike; the median over ``rounds`` is
+    returned. For illustration only: the course never asserts on a timing.
+
+    >>> t = time_per_call({"sum": "sum(range(100))"}, number=100, rounds=3)
+    >>> 0 < t["sum"] < 1
+    True
+    """
+    import statistics
+    import timeit
+
+    timers = {name: timeit.Timer(c, globals=globals) if isinstance(c, str) else timeit.Timer(c)
+              for name, c in candidates.items()}
+    seen: dict = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            seen[name].append(timer.timeit(number) / number)
+    return {name: statistics.median(times) for name, times in seen.items()}
+
+
+__all__ += ["time_per_call"]
