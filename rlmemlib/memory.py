@@ -782,6 +782,9 @@ class CircularPool(_Memory):
         both = np.concatenate([seqs["final"], seqs["open"]])
         if np.any(np.diff(seqs["final"]) <= 0) or not np.array_equal(np.sort(both), owners):
             raise saved.error("the side store and open tails do not match the flags")
+        open_rows = (start + seqs["open"] - (added - length)) % self._rows
+        if np.any(flags[open_rows]):  # an open tail is a transition that did not end an episode
+            raise saved.error("an open tail's flags are set: the file does not hold what a pool writes")
         self._finals.push_many(seqs["final"], saved.arrays["final_obs"])
         for t, o in zip(seqs["open"].tolist(), saved.arrays["open_obs"]):
             self._open[t] = o.tobytes()
