@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,6 +29,22 @@ import numpy as np
 __all__ = ["TransitionSpec", "Transition", "Batch", "narrowest_int_dtype"]
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+_ndarray = np.ndarray  # for the fast paths' class checks
+_BOOL = np.dtype(np.bool_)
+_AS_UNSIGNED = {np.dtype(t): np.dtype(u) for t, u in [
+    (np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32), (np.int64, np.uint64),
+    (np.uint8, np.uint8), (np.uint16, np.uint16), (np.uint32, np.uint32), (np.uint64, np.uint64)]}
+
+
+def _max(arr: np.ndarray):
+    """The largest value (NaN if any): argmax is several times faster than max on small arrays."""
+    return arr.flat[arr.argmax()] if arr.ndim != 1 else arr[arr.argmax()]
+
+
+def _min(arr: np.ndarray):
+    """The smallest value (NaN if any), by argmin for the same reason."""
+    return arr.flat[arr.argmin()] if arr.ndim != 1 else arr[arr.argmin()]
+
 
 _UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
 _SIGNED = (np.int8, np.int16, np.int32, np.int64)
@@ -121,8 +138,19 @@ class TransitionSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_env(cls, env, reward_dtype=np.float32) -> "TransitionSpec":
-        """The spec of an environment's transitions (its observation and action spaces)."""
-        return cls.from_spaces(env.observation_space, env.action_space, reward_dtype=reward_dtype)
+        """The spec of an environment's transitions (its observation and action spaces).
+
+        For a vector environment, the spec of one sub-environment's transitions (its
+        ``single_observation_space`` and ``single_action_space``), which is what a memory stores.
+
+        >>> import gymnasium as gym
+        >>> envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 3)
+        >>> TransitionSpec.from_env(envs) == TransitionSpec.from_env(gym.make("CartPole-v1"))
+        True
+        """
+        observations = getattr(env, "single_observation_space", env.observation_space)
+        actions = getattr(env, "single_action_space", env.action_space)
+        return cls.from_spaces(observations, actions, reward_dtype=reward_dtype)
 
     @classmethod
     def from_spaces(cls, observation_space, action_space, reward_dtype=np.float32) -> "TransitionSpec":
@@ -191,14 +219,82 @@ class TransitionSpec:
         return cast_float_scalar(value, self.reward_dtype, "reward")
 
     # ------------------------------------------------------------------ checking batches
+    def check_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch:
+        """The batch, checked by the rules of :meth:`cast_batch`, for a memory that stores it.
+
+        What a vector environment hands over (arrays of the right shapes, float32 observations,
+        bool flags; an int64 action array and float64 rewards) is checked in a few array
+        operations and returned as it is: an action or reward array may keep its own dtype,
+        because every value in it fits the spec's dtype exactly (or rounds, for a float), and a
+        store into the memory's arrays casts it. Anything else goes through ``cast_batch``.
+        """
+        fast = self._fast_batch(obs, action, reward, next_obs, terminated, truncated)
+        if fast is None:
+            return self.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        return fast
+
+    def _fast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch | None:
+        """The common batch, checked with one to three reductions; None for anything else."""
+        od = self.obs_dtype
+        if not (obs.__class__ is _ndarray and next_obs.__class__ is _ndarray
+                and action.__class__ is _ndarray and reward.__class__ is _ndarray
+                and terminated.__class__ is _ndarray and truncated.__class__ is _ndarray
+                and obs.dtype is od and next_obs.dtype is od and terminated.dtype is _BOOL
+                and truncated.dtype is _BOOL and obs.ndim == self._batch_ndim):
+            return None
+        shape = obs.shape
+        one = shape[:1]  # (n,)
+        if (shape[1:] != self.obs_shape or next_obs.shape != shape or reward.shape != one
+                or terminated.shape != one or truncated.shape != one
+                or action.shape != (one if self._scalar_action else one + self.action_shape)):
+            return None
+        if not shape[0]:
+            return Batch(obs, action, reward, next_obs, terminated, truncated)
+        if reward.dtype is not self.reward_dtype:  # float64 into float32: none may overflow
+            top = self._reward_top
+            if reward.dtype.kind != "f" or not (-top <= reward[reward.argmin()]
+                                                and reward[reward.argmax()] <= top):
+                return None  # also NaN and infinity (argmin finds a NaN): the careful path
+        high, unsigned = self.action_high, _AS_UNSIGNED.get(action.dtype)
+        if self._scalar_action and self.action_low == 0 and unsigned is not None:
+            # A negative signed int seen as unsigned is huge: one argmax tests both ends.
+            seen = action if unsigned is action.dtype else action.view(unsigned)
+            if seen[seen.argmax()] > high:
+                return None
+        elif not self._fast_actions_fit(action):
+            return None
+        return Batch(obs, action, reward, next_obs, terminated, truncated)
+
+    @cached_property
+    def _batch_ndim(self) -> int:
+        return len(self.obs_shape) + 1
+
+    @cached_property
+    def _scalar_action(self) -> bool:
+        return self.action_shape == ()
+
+    @cached_property
+    def _reward_top(self) -> float:
+        return float(np.finfo(self.reward_dtype).max)
+
+    def _fast_actions_fit(self, action: np.ndarray) -> bool:
+        low, high = self.action_low, self.action_high
+        if low is None:  # no bounds: only the same dtype is surely exact
+            return action.dtype is self.action_dtype
+        unsigned = _AS_UNSIGNED.get(action.dtype)
+        if unsigned is None:
+            return False
+        if low == 0:  # a negative signed int seen as unsigned is huge: one max() tests both ends
+            return _max(action if unsigned is action.dtype else action.view(unsigned)) <= high
+        return low <= _min(action) and _max(action) <= high
+
     def cast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch:
         """``n`` transitions (arrays with a leading axis of ``n``) cast to the spec's dtypes.
 
         The rules are those of one transition, row by row: a batch of numeric arrays is accepted
         exactly when each of its rows would be, and every value comes out as ``add`` would store
-        it. Arrays
-        that already have the right shape and dtype are returned as they are (no copy). An
-        error names the field, the first bad row, and what was expected.
+        it. Arrays that already have the right shape and dtype are returned as they are (no
+        copy). An error names the field, the first bad row, and what was expected.
 
         >>> spec = TransitionSpec((2,), np.float32, (), np.uint8, np.float32, 0, 1)
         >>> rows = spec.cast_batch(np.zeros((3, 2)), [0, 1, 1], [1.0, 1.0, 0.5], np.ones((3, 2)),
