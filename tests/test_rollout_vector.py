@@ -92,15 +92,23 @@ def test_time_limits_are_stored_as_truncations_with_their_final_observation(mode
     rm.rollout(make_envs(3, mode, max_steps=9), mem, 60, seed=0, policy=policy, progress_bar=False)
     assert [canon(t) for t in mem] == [canon(t) for t in alone(3, 0, actions, mode, max_steps=9)]
     assert sum(t.truncated for t in mem) >= 6
+    # the shared pool too, with 16 interleaved sub-environments: exact at every truncation
+    spec = rm.TransitionSpec.from_env(gym.make("CartPole-v1"))
+    ref, pool = rm.ListMemory(1_000, spec), rm.CircularPool(1_000, spec, share_next_obs=True)
+    for m in (ref, pool):
+        rm.rollout(make_envs(16, mode, max_steps=9), m, 80, seed=0, progress_bar=False)
+    assert sum(t.truncated for t in ref) > 50
+    assert [canon(t) for t in pool] == [canon(t) for t in ref]
 
 
-def test_an_env_that_reuses_its_arrays_gives_the_same_transitions():
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_an_env_that_reuses_its_arrays_gives_the_same_transitions(mode):
     """copy=False hands back the same observation array every step: the rollout keeps its own."""
     got = {}
     for copy in (True, False):
         policy, _ = recording_policy(4, seed=3)
         mem = rm.ListMemory()
-        rm.rollout(make_envs(4, copy=copy), mem, 80, seed=3, policy=policy, progress_bar=False)
+        rm.rollout(make_envs(4, mode, copy=copy), mem, 80, seed=3, policy=policy, progress_bar=False)
         got[copy] = [canon(t) for t in mem]
     assert got[True] == got[False]
 
