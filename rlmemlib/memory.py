@@ -25,14 +25,19 @@ Design choices and their memory trade-off:
   open tail at the hop of the last link, which with regular interleaving is the one (a single
   bytes comparison); failing that, with the other open tails within 63 rows. A batch checks
   all its rows at that hop in one array comparison and searches only the exceptions. At most
-  one open tail per environment, plus rare breaks without a flag; they stay open up to 63 rows.
+  one open tail per environment, plus rare breaks without a flag; a row up to 63 rows on can
+  continue one, after that it joins the side store (single adds move such tails every 64 adds).
 * Where no later row holds ``next_obs`` (the episode ended: terminated or truncated; or an
   open tail that no row within reach continued), the observation goes to a side store of final
   observations ordered by sequence number: ``next_obs`` stays exact at every episode end and
   truncation. With CartPole's random-policy episodes (about 22 steps) the store adds about one
-  byte per transition, the same with 1, 4 or 8 interleaved environments. The limit: more than
-  63 environments interleaved leave every ``next_obs`` in the side store (24 bytes each
-  for CartPole, more than the unshared pool); use ``share_next_obs=False`` there.
+  byte per transition, the same with 1, 4 or 8 interleaved environments. The limit: a link
+  reaches 63 rows. With 64 or more environments in strict turn no row links; fed by ``rollout``
+  under ``NEXT_STEP`` autoreset, the reset rows left out shorten the hops, so 64 CartPoles
+  still link most rows (27 bytes per transition), 66 about half, 70 almost none. Then every
+  ``next_obs`` goes to the side store, 24 bytes an entry in arrays that double: 61 bytes per
+  CartPole transition in a pool of 20,000, more than the unshared pool's 38. Past 63
+  interleaved environments, use ``share_next_obs=False``.
 * :class:`RecyclingMemory` preallocates one record object per slot and overwrites records in
   place: no allocation per ``add``, but each record still pays an object header.
 * All memories share one sampling rule, ``rng.integers(0, len(mem), size=batch_size)`` over

@@ -191,7 +191,7 @@ def autoreset_mode(env) -> str:
         return name
     if mode is None:
         raise ValueError("this vector environment does not say its autoreset mode "
-                         "(gymnasium 1.x sets env.metadata['autoreset_mode']); without it the "
+                         "(gymnasium 1.1 and later set env.metadata['autoreset_mode']); without it the "
                          "reset steps cannot be told from real transitions")
     raise ValueError(f"autoreset mode {name} is not supported: rollout stores the transitions of "
                      "a vector environment that resets its sub-environments itself, with "
@@ -204,7 +204,7 @@ def _rollout_vector(env, memory, steps, seed, policy, on_step, bar) -> RolloutSt
     policy = policy or _random_policy(env, seed)
     stats = RolloutStats()
     obs, _ = env.reset(seed=seed)
-    obs = np.array(obs)  # our own copy: an env made with copy=False reuses its array
+    obs = _batch_of_arrays(obs)  # our own copy: an env made with copy=False reuses its array
     n = len(obs)
     resetting = np.zeros(n, bool)  # NEXT_STEP: sub-environments whose next step is a reset
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
@@ -222,6 +222,18 @@ def _rollout_vector(env, memory, steps, seed, policy, on_step, bar) -> RolloutSt
             on_step(step + 1)
         bar.update()
     return stats
+
+
+def _batch_of_arrays(obs) -> np.ndarray:
+    """A copy of a vector environment's observations: one numeric array, a row per
+    sub-environment; a clear error for the observations of Dict or Tuple spaces."""
+    if not isinstance(obs, np.ndarray) or obs.dtype.kind not in "biuf":
+        kind = type(obs).__name__ if not isinstance(obs, np.ndarray) else f"array of {obs.dtype}"
+        raise TypeError(f"obs of a vector environment must be a numeric array with a row per "
+                        f"sub-environment, got a {kind}: rollout stores Box, Discrete, "
+                        "MultiBinary and MultiDiscrete observations (flatten a Dict or Tuple "
+                        "space first, e.g. gymnasium.wrappers.vector.FlattenObservation)")
+    return np.array(obs)
 
 
 def _true_next_obs(next_obs, info) -> np.ndarray:

@@ -92,15 +92,23 @@ def test_time_limits_are_stored_as_truncations_with_their_final_observation(mode
     rm.rollout(make_envs(3, mode, max_steps=9), mem, 60, seed=0, policy=policy, progress_bar=False)
     assert [canon(t) for t in mem] == [canon(t) for t in alone(3, 0, actions, mode, max_steps=9)]
     assert sum(t.truncated for t in mem) >= 6
+    # the shared pool too, with 16 interleaved sub-environments: exact at every truncation
+    spec = rm.TransitionSpec.from_env(gym.make("CartPole-v1"))
+    ref, pool = rm.ListMemory(1_000, spec), rm.CircularPool(1_000, spec, share_next_obs=True)
+    for m in (ref, pool):
+        rm.rollout(make_envs(16, mode, max_steps=9), m, 80, seed=0, progress_bar=False)
+    assert sum(t.truncated for t in ref) > 50
+    assert [canon(t) for t in pool] == [canon(t) for t in ref]
 
 
-def test_an_env_that_reuses_its_arrays_gives_the_same_transitions():
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_an_env_that_reuses_its_arrays_gives_the_same_transitions(mode):
     """copy=False hands back the same observation array every step: the rollout keeps its own."""
     got = {}
     for copy in (True, False):
         policy, _ = recording_policy(4, seed=3)
         mem = rm.ListMemory()
-        rm.rollout(make_envs(4, copy=copy), mem, 80, seed=3, policy=policy, progress_bar=False)
+        rm.rollout(make_envs(4, mode, copy=copy), mem, 80, seed=3, policy=policy, progress_bar=False)
         got[copy] = [canon(t) for t in mem]
     assert got[True] == got[False]
 
@@ -272,3 +280,119 @@ def test_next_step_ignores_the_action_of_a_resetting_sub_environment():
         obs, reward, te, tr, _ = envs.step(actions)
         runs.append((obs[i].tobytes(), reward[i], te[i], tr[i]))
     assert runs[0] == runs[1] and runs[0][1:] == (0.0, False, False)
+
+
+def many_cartpoles_in_a_shared_pool(n: int, capacity: int = 20_000):
+    """A shared and an unshared pool, full, fed by rm.rollout from ``n`` CartPoles (NEXT_STEP)."""
+    spec = rm.TransitionSpec.from_env(gym.make("CartPole-v1"))
+    shared, plain = rm.CircularPool(capacity, spec, share_next_obs=True), rm.CircularPool(capacity, spec)
+    for pool in (shared, plain):
+        rm.rollout(make_envs(n), pool, (capacity + 4000) // n, seed=0, progress_bar=False)
+    assert len(shared) == len(plain) == capacity
+    return shared, plain
+
+
+@pytest.mark.parametrize("n", [64, 66, 70, 100])
+def test_past_63_sub_environments_sharing_fades_and_the_side_store_costs_what_the_docs_say(n):
+    """memory.py's notes and lesson 08: with rm.rollout under NEXT_STEP, the reset rows left out
+    shorten the hops, so 64 CartPoles still link most rows, 66 about half, 70 almost none
+    and 100 none,
+    and then every next_obs is a side-store entry of 24 bytes in arrays that double: 61 bytes
+    per transition at capacity 20,000, more than the unshared pool's 38. Exact throughout."""
+    shared, plain = many_cartpoles_in_a_shared_pool(n)
+    capacity = len(shared)
+    linked = float(((shared.flags >> 2) > 0).mean())
+    per, unshared = shared.nbytes / capacity, plain.nbytes / capacity
+    if n == 64:
+        assert linked > 0.85 and 26 < per < 28, (linked, per)
+    elif n == 66:
+        assert 0.45 < linked < 0.55 and per > unshared, (linked, per)
+    elif n == 70:
+        assert linked < 0.05 and per > 60, (linked, per)
+    else:
+        assert linked == 0 and 61 < per < 62 and per > unshared == 38, (linked, per)
+    ends = [i for i in range(capacity) if plain.flags[(plain._start + i) % capacity]]
+    for i in ends + list(range(0, capacity, 53)):
+        assert all(np.array_equal(a, b) for a, b in zip(shared[i], plain[i])), i
+    a, b = (m.sample(4096, np.random.default_rng(n)) for m in (shared, plain))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+LOW_ENTROPY = {  # few distinct observations: the same bytes come back often, in every sub-env
+    "FrozenLake-v1": lambda: gym.make("FrozenLake-v1"),
+    "Taxi-v4": lambda: gym.make("Taxi-v4"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOW_ENTROPY))
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize("n", [4, 16, 64])
+def test_coincidental_byte_matches_never_give_a_wrong_next_obs(name, mode, n):
+    """Chains are found by content. Where observations repeat (16 states of FrozenLake, a row
+    of another sub-environment with the same state), a link may go to another row with the same
+    bytes than the true successor: every stored next_obs must still be the one the rollout
+    handed over, at every row, in samples, and after the ring wrapped."""
+    make = LOW_ENTROPY[name]
+    spec = rm.TransitionSpec.from_env(make())
+    capacity, steps = 1_500, 3_000 // n + 40
+    ref, pool = rm.ListMemory(capacity, spec), rm.CircularPool(capacity, spec, share_next_obs=True)
+    for mem in (ref, pool):
+        rm.rollout(SyncVectorEnv([make] * n, autoreset_mode=mode), mem, steps, seed=0,
+                   progress_bar=False)
+    assert len(pool) == len(ref) == capacity
+    distinct = {t.obs.tobytes() for t in ref}
+    assert len(distinct) < capacity / 5  # the same bytes recur: coincidences are everywhere
+    if n < 64:  # and the pool still shares (with 64, Taxi's long episodes leave hops of 64:
+        assert (pool.flags >> 2).astype(bool).mean() > 0.3  # only chance matches link)
+    for i in range(capacity):
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(pool[i], ref[i])), i
+    a, b = pool.sample(3000, np.random.default_rng(1)), ref.sample(3000, np.random.default_rng(1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_async_vector_env_stores_what_sync_stores(mode):
+    """Lesson 08: AsyncVectorEnv runs each sub-environment in a process; what it hands over (and
+    what rm.rollout stores) is the same as SyncVectorEnv's: dtypes, rows and info."""
+    from gymnasium.vector import AsyncVectorEnv
+
+    got = {}
+    for cls in (SyncVectorEnv, AsyncVectorEnv):
+        envs = cls([lambda: gym.make("CartPole-v1")] * 3, autoreset_mode=mode)
+        mem = rm.ListMemory()
+        stats = rm.rollout(envs, mem, 120, seed=4, progress_bar=False)
+        envs.close()
+        got[cls] = ([canon(t) for t in mem], stats.autoreset_steps, stats.episode_lengths)
+    assert got[SyncVectorEnv] == got[AsyncVectorEnv]
+    assert len(got[SyncVectorEnv][0]) > 300
+
+
+class _DictObs(gym.Env):
+    observation_space = gym.spaces.Dict({"pos": gym.spaces.Box(-1, 1, (2,), np.float32),
+                                         "key": gym.spaces.Discrete(3)})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return {"pos": np.zeros(2, np.float32), "key": 0}, {}
+
+    def step(self, action):
+        return {"pos": np.ones(2, np.float32), "key": 1}, 1.0, True, False, {}
+
+
+def test_dict_observations_are_refused_with_a_clear_message():
+    """A Dict space: TransitionSpec.from_env refuses it, and so does rollout when a memory
+    without a spec would learn one from the first batch; nothing is stored."""
+    envs = SyncVectorEnv([_DictObs] * 2)
+    with pytest.raises(TypeError, match="observation_space is a Dict"):
+        rm.TransitionSpec.from_env(envs)
+    mem = rm.ListMemory()
+    with pytest.raises(TypeError, match=r"obs of a vector environment must be a numeric array.*got a "
+                                        r"dict.*FlattenObservation"):
+        rm.rollout(envs, mem, 5, seed=0, progress_bar=False)
+    assert len(mem) == 0 and mem.spec is None
+    from gymnasium.wrappers.vector import FlattenObservation
+
+    flat = FlattenObservation(SyncVectorEnv([_DictObs] * 2))  # the advice in the message works
+    rm.rollout(flat, mem, 5, seed=0, progress_bar=False)
+    assert len(mem) == 6 and mem.spec.obs_shape == (5,)  # every other step resets (NEXT_STEP)
