@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import rlmemlib as rm
-from rlmemlib.agent import (Adam, DQNAgent, DQNConfig, QNetwork, evaluate, replay, replay_traced,
-                            td_loss_grad, td_targets, train)
+from rlmemlib.agent import (PARTS, Adam, DQNAgent, DQNConfig, QNetwork, batch_fingerprint,
+                            canonical_batch, evaluate, playback, playback_traced, td_loss_grad,
+                            td_targets, train)
 
-SOLVED = 195.0  # CartPole-v1: mean return over 20 greedy evaluation episodes
 SMALL = DQNConfig(hidden=16, batch_size=16, learning_starts=200, target_every=100,
                   eps_decay_steps=1000)
 
@@ -166,23 +166,71 @@ def test_a_memory_with_another_sampling_rule_learns_differently(env):
     assert not same.same_learning(other)
 
 
-def test_replay_gives_the_memory_the_same_transitions(env, spec):
+def test_playback_gives_the_memory_the_same_transitions(env, spec):
     trained = rm.CircularPool(600, spec, share_next_obs=True)
     run = train(env, trained, 900, seed=6, config=SMALL)
-    replayed, curve = replay_traced(env, lambda: rm.CircularPool(600, spec, share_next_obs=True),
+    played, curve = playback_traced(env, lambda: rm.CircularPool(600, spec, share_next_obs=True),
                                     run, "pool", record_every=300)
     assert curve.steps == [0, 300, 600, 900]
-    assert len(replayed) == len(trained)
+    assert len(played) == len(trained)
     for i in (0, 1, 250, -2, -1):
-        for got, want in zip(replayed[i], trained[i]):
+        for got, want in zip(played[i], trained[i]):
             assert np.array_equal(got, want)
 
 
-def test_replay_refuses_another_experience(env, spec):
+def test_playback_refuses_another_experience(env, spec):
     run = train(env, rm.ListMemory(), 400, seed=7, config=SMALL)
     run.episode_ends[0] += 1
     with pytest.raises(ValueError, match="diverged"):
-        replay(env, rm.ListMemory(), run)
+        playback(env, rm.ListMemory(), run)
+
+
+def _makers(spec, capacity):
+    return {"list": lambda: rm.ListMemory(capacity),
+            "pool": lambda: rm.CircularPool(capacity, spec),
+            "shared pool": lambda: rm.CircularPool(capacity, spec, share_next_obs=True),
+            "recycling": lambda: rm.RecyclingMemory(capacity, spec)}
+
+
+def test_every_memory_draws_the_training_batches_in_playback(env, spec):
+    run = train(env, rm.CircularPool(700, spec), 1500, seed=8, config=SMALL)  # evicts 800
+    assert len(run.fingerprints) == run.agent.updates == 1300
+    for name, make in _makers(spec, 700).items():
+        result = playback(env, make(), run, sample=True)
+        assert result.batches == 1300
+        assert result.same_batches, f"{name}: first other batch at update {result.first_mismatch}"
+        assert result.add_seconds > 0 and result.sample_seconds > 0
+
+
+def test_playback_finds_the_first_other_batch(env, spec):
+    run = train(env, rm.CircularPool(700, spec), 1500, seed=8, config=SMALL)
+    other_rule = playback(env, _OtherRule(700), run, sample=True)
+    assert other_rule.first_mismatch == 0 and not other_rule.same_batches
+    no_eviction = playback(env, rm.CircularPool(1500, spec), run, sample=True)
+    assert no_eviction.first_mismatch == 700 - SMALL.learning_starts  # the first after the 701st add
+    no_batches = playback(env, rm.CircularPool(700, spec), run)
+    assert no_batches.batches == 0 and not no_batches.same_batches
+
+
+def test_a_fingerprint_sees_one_changed_value():
+    batch = canonical_batch(_batch())
+    same = canonical_batch(_batch())
+    assert batch_fingerprint(batch) == batch_fingerprint(same)
+    for name in ("obs", "reward", "next_obs"):
+        changed = canonical_batch(_batch())
+        getattr(changed, name).flat[5] = np.nextafter(getattr(changed, name).flat[5], np.inf)
+        assert batch_fingerprint(changed) != batch_fingerprint(batch), name
+    flipped = canonical_batch(_batch())
+    flipped.action[0] = 1 - flipped.action[0]
+    assert batch_fingerprint(flipped) != batch_fingerprint(batch)
+
+
+def test_train_times_each_part(env, spec):
+    run = train(env, rm.ListMemory(), 600, seed=0, config=SMALL)
+    assert set(run.seconds_in) == set(PARTS)
+    assert all(t > 0 for t in run.seconds_in.values())
+    assert sum(run.seconds_in.values()) <= run.seconds
+    assert run.memory_seconds == run.seconds_in["add"] + run.seconds_in["sample"]
 
 
 def test_train_records_memory_against_steps_under_tracemalloc(env):
