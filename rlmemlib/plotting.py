@@ -164,7 +164,7 @@ def dashboard(episode_ends: Sequence[int], episode_returns: Sequence[float], cur
     import numpy as np
 
     use_style()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.6))
     returns = np.asarray(episode_returns, np.float64)
     width = max(1, min(window, len(returns)))
     smooth = np.convolve(returns, np.ones(width) / width, mode="valid")
@@ -185,7 +185,7 @@ def dashboard(episode_ends: Sequence[int], episode_returns: Sequence[float], cur
     left.set_title("Return against steps")
     left.set_xlabel("steps (transitions added)")
     left.set_ylabel("episode return")
-    left.legend(loc="lower right")
+    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=8)  # under the axes
     memory_curves(curves, title="Memory against steps", ax=right)
     fig.tight_layout()
     return fig
