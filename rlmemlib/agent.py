@@ -42,7 +42,7 @@ scaled inputs, and the best validated weights kept. Design choices:
   one sampling rule, so the same seed gives the same batches, the same weights and the same
   returns on every memory. (Matrix products go through numpy's BLAS, whose last bits can differ
   between processors; on one machine, runs are bit-identical.)
-* **Measuring the memory**: tracemalloc slows every allocation, and an update makes dozens of
+* **Measuring the memory**: tracemalloc slows every allocation, and every update allocates
   temporary arrays. Training keeps a :class:`Recording` of its experience (34 bytes a step for
   CartPole, the reward objects included) and a 64-bit fingerprint of every batch; :func:`playback` feeds a fresh memory that
   experience with no learning, so memory against steps is traced without the learner's
