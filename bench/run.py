@@ -7,8 +7,9 @@
 What is measured, for every memory, on real CartPole-v1 transitions (a seeded random policy,
 cycled): bytes per transition once the memory is full (tracemalloc), one ``add`` in µs, a batched
 add of 256 transitions where the library has one (µs per transition), ``sample(256)`` in µs, and
-``sample(256, out=batch)`` where a reused batch is possible. Then bytes per transition for
-Atari-sized transitions (4x84x84 uint8 observations).
+``sample(256, out=batch)`` where a reused batch is possible. Then the shared pool's bytes per
+transition when 1, 4 or 8 CartPole sub-environments of a vector env feed it interleaved, and
+bytes per transition for Atari-sized transitions (4x84x84 uint8 observations).
 
 How it is timed: every memory is first filled to capacity (so adds overwrite the oldest, the
 steady state of training). Each repetition times every (memory, operation) pair once, in a
@@ -161,9 +162,11 @@ class Contender:
 
 
 def _stack(chunk):
-    """A chunk of rollout tuples as six arrays (obs, action, reward, next_obs, terminated, truncated)."""
+    """A chunk of rollout tuples as six arrays (obs, action, reward, next_obs, terminated,
+    truncated), in the dtypes a gymnasium vector env and its sampled actions hand over: float32
+    observations, int64 actions, float64 rewards, bool flags."""
     o, a, r, n, te, tr = zip(*chunk)
-    return (np.stack(o), np.array(a, np.uint8), np.array(r, np.float32), np.stack(n),
+    return (np.stack(o), np.array(a, np.int64), np.array(r, np.float64), np.stack(n),
             np.array(te, np.bool_), np.array(tr, np.bool_))
 
 
@@ -189,25 +192,28 @@ def _sample_deque(mem, batch_size, _rng):
 
 def rlmemlib_contenders() -> list[Contender]:
     same = dict(prep=lambda t: t, add_loop=_loop_rlmemlib)
+    batched = dict(batch_prep=_stack, batch_add=lambda m, arrays: m.add_batch(*arrays))
     pool_sample = dict(sample=lambda m, n, rng: m.sample(n, rng),
                        sample_out=lambda m, n, rng, out: m.sample(n, rng, out=out),
                        make_out=lambda m, n: m.spec.empty_batch(n))
-    no_batch = "no batch add: a chunk of 256 costs 256 single adds"
+    add_batch = "batched add is add_batch (the whole chunk checked, then written)"
     return [
         Contender("ListMemory", "rlmemlib", lambda c, s: rm.ListMemory(c, s.spec), **same,
-                  sample=lambda m, n, rng: m.sample(n, rng), notes=[no_batch]),
+                  **batched, sample=lambda m, n, rng: m.sample(n, rng),
+                  notes=["batched add is add_batch (a copy of each row and Python numbers)"]),
         Contender("deque + random.sample", "baseline",
                   lambda c, s: collections.deque(maxlen=c), prep=lambda t: t,
                   add_loop=_loop_deque, sample=_sample_deque,
                   batch_prep=list, batch_add=lambda m, chunk: m.extend(chunk),
                   notes=["batched add is deque.extend; random.sample draws without replacement"]),
         Contender("CircularPool", "rlmemlib", lambda c, s: rm.CircularPool(c, s.spec), **same,
-                  **pool_sample, nbytes=lambda m: m.nbytes, notes=[no_batch]),
+                  **batched, **pool_sample, nbytes=lambda m: m.nbytes, notes=[add_batch]),
         Contender("CircularPool (share_next_obs)", "rlmemlib",
                   lambda c, s: rm.CircularPool(c, s.spec, share_next_obs=True), **same,
-                  **pool_sample, nbytes=lambda m: m.nbytes, notes=[no_batch]),
+                  **batched, **pool_sample, nbytes=lambda m: m.nbytes,
+                  notes=[add_batch + "; its rows are linked by comparing bytes"]),
         Contender("RecyclingMemory", "rlmemlib", lambda c, s: rm.RecyclingMemory(c, s.spec), **same,
-                  **pool_sample, notes=[no_batch]),
+                  **batched, **pool_sample, notes=[add_batch]),
         Contender("bare numpy ring", "baseline", lambda c, s: BareRing(c, s.spec), **same,
                   sample=lambda m, n, rng: m.sample(n, rng),
                   batch_prep=_stack, batch_add=lambda m, arrays: m.add_batch(*arrays),
@@ -413,6 +419,37 @@ def bytes_per_transition(c: Contender, setting: Setting, capacity: int, source: 
     del mem
     gc.collect()
     return result
+
+
+class _Recorder:
+    """Keeps the batches a rollout hands over (copies), to feed a memory later, measured."""
+
+    def __init__(self):
+        self.batches = []
+
+    def add_batch(self, *arrays):
+        self.batches.append(tuple(np.array(a) for a in arrays))
+
+
+def interleaved_bytes(spec, n: int, capacity: int) -> float:
+    """Bytes per transition (tracemalloc) of a full shared pool fed by ``n`` interleaved
+    CartPole sub-environments through ``rm.rollout``: the batches are recorded first, so only
+    the pool is measured, not the environments."""
+    import gymnasium as gym
+    from gymnasium.vector import SyncVectorEnv
+
+    recorder = _Recorder()
+    envs = SyncVectorEnv([lambda: gym.make("CartPole-v1")] * n)
+    rm.rollout(envs, recorder, (capacity + capacity // 10) // n + 1, seed=0, progress_bar=False)
+    envs.close()
+    gc.collect()
+    with traced(count_blocks=False) as m:
+        pool = rm.CircularPool(capacity, spec, share_next_obs=True)
+        for batch in recorder.batches:
+            pool.add_batch(*batch)
+        gc.collect()
+    assert len(pool) == capacity
+    return m.current / capacity
 
 
 # ====================================================================== time
@@ -630,6 +667,7 @@ def targets(spec, cart_bytes, summary, tasks) -> list[tuple[str, str, str]]:
             else:
                 rows.append((f"{name}: add faster than {peer}", f"×{r:.2f} of its time",
                              "met" if r < 1 else "NOT met"))
+        rows += batch_targets(name, summary, tasks)
         r = summary.get(name, {}).get("sample_out", {}).get("ratio")
         if r is not None:
             rows.append((f"{name}: sample(256, out=) no slower than the ring's fancy indexing",
@@ -641,8 +679,40 @@ def targets(spec, cart_bytes, summary, tasks) -> list[tuple[str, str, str]]:
     return rows
 
 
+def batch_targets(name, summary, tasks) -> list[tuple[str, str, str]]:
+    """add_batch of 256: per transition within 1.5x of the ring's slice stores, faster than the
+    peers' batched adds."""
+    rows = []
+    r = summary.get(name, {}).get("batch", {}).get("ratio")
+    if r is not None:
+        rows.append((f"{name}: add_batch(256) per transition within 1.5× of the bare ring's slice "
+                     "stores", f"×{r:.2f}", "met" if r <= 1.5 else "NOT met"))
+    for peer in ("cpprb ReplayBuffer", "SB3 ReplayBuffer"):
+        r = ratio_between(tasks, name, peer, "batch")
+        if r is None:
+            rows.append((f"{name}: add_batch(256) faster than {peer}'s batched add", "peer skipped",
+                         "not measured"))
+        else:
+            rows.append((f"{name}: add_batch(256) faster than {peer}'s batched add",
+                         f"×{r:.2f} of its time", "met" if r < 1 else "NOT met"))
+    return rows
+
+
+def interleaved_targets(spec, interleaved) -> list[tuple[str, str, str]]:
+    """The shared pool's bytes with interleaved sub-environments: below 0.65 × spec.nbytes."""
+    rows = []
+    for n in (4, 8):
+        b = interleaved.get(n)
+        if b is not None:
+            rows.append((f"CircularPool (share_next_obs), {n} interleaved sub-environments: bytes "
+                         f"per transition below 0.65 × spec.nbytes ({0.65 * spec.nbytes:.1f} B)",
+                         f"{b:.1f} B = {b / spec.nbytes:.2f} × {spec.nbytes} B",
+                         "met" if b < 0.65 * spec.nbytes else "NOT met"))
+    return rows
+
+
 def markdown(info, cfg, mode, contenders, spec, cart_bytes, atari_bytes, atari_spec, summary,
-             target_rows) -> str:
+             target_rows, interleaved) -> str:
     head = (f"Machine: {info['cpu']}, {info['cores']} cores, {info['os']}; Python {info['python']}, "
             f"numpy {info['numpy']}, rlmemlib {info['rlmemlib']}, gymnasium {info['gymnasium']}, "
             f"cpprb {info['cpprb']}, stable-baselines3 {info['stable-baselines3']}, "
@@ -682,11 +752,22 @@ def markdown(info, cfg, mode, contenders, spec, cart_bytes, atari_bytes, atari_s
             lines.append(f"- {c.name}: {note}.")
     lines += ["- Every memory gets its input in the form its own API takes (SB3: arrays with a "
               "leading env axis, made before timing); the rlmemlib memories, the deque and the ring "
-              "get what gymnasium returns.",
+              "get what gymnasium returns. A batched add gets 256 consecutive transitions as "
+              "arrays in the dtypes a gymnasium vector env and its sampled actions hand over "
+              "(float32 observations, int64 actions, float64 rewards, bool flags), the same "
+              "arrays for the rlmemlib memories, the ring and cpprb.",
               "- Adds are timed on full memories (each add overwrites the oldest), garbage "
               "collection paused during a timing, as `timeit` does.", "",
               "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {v} |" for t, m, v in target_rows]
+    lines += ["", f"## Shared pool with interleaved sub-environments, capacity {cfg['capacity']:,}",
+              "", "CircularPool (share_next_obs) fed by `rm.rollout` from a gymnasium "
+              "SyncVectorEnv of CartPole-v1 sub-environments (NEXT_STEP autoreset: one "
+              "`add_batch` per step, rows interleaved sub-environment by sub-environment), "
+              "full; tracemalloc bytes of the pool alone.", "",
+              "| sub-environments | bytes / transition (tracemalloc) | × spec.nbytes |",
+              "|---|---:|---:|"]
+    lines += [f"| {n} | {b:.1f} | {b / spec.nbytes:.2f} |" for n, b in interleaved.items()]
     lines += ["", f"## Atari-sized transitions (4 × 84 × 84 uint8 observations, Discrete("
               f"{ATARI_ACTIONS}) action; `spec.nbytes` = {atari_spec.nbytes:,} B), capacity "
               f"{cfg['atari_capacity']:,}", "",
@@ -857,10 +938,12 @@ def main(argv=None) -> int:
     run_timings(tasks, cfg["reps"], log)
     summary = summarize(tasks)
 
+    log("bytes per transition of the shared pool fed by 1, 4 and 8 interleaved sub-environments")
+    interleaved = {n: interleaved_bytes(cart.spec, n, cfg["capacity"]) for n in (1, 4, 8)}
     info = machine()
-    target_rows = targets(cart.spec, cart_bytes, summary, tasks)
+    target_rows = targets(cart.spec, cart_bytes, summary, tasks) + interleaved_targets(cart.spec, interleaved)
     table = markdown(info, cfg, mode, contenders, cart.spec, cart_bytes, atari_bytes, atari.spec,
-                     summary, target_rows)
+                     summary, target_rows, interleaved)
     (out_dir / "cartpole.md").write_text(table)
     title = (f"Replay memories, {mode} run: CartPole capacity {cfg['capacity']:,}, Atari-sized "
              f"capacity {cfg['atari_capacity']:,}; times are medians of {cfg['reps']} interleaved "
@@ -871,7 +954,8 @@ def main(argv=None) -> int:
     raw = {"mode": mode, "config": cfg, "machine": info, "spec_nbytes": cart.spec.nbytes,
            "atari_spec_nbytes": atari.spec.nbytes,
            "skipped": {c.name: c.skipped for c in contenders if c.skipped},
-           "bytes": cart_bytes, "atari_bytes": atari_bytes, "times": summary,
+           "bytes": cart_bytes, "atari_bytes": atari_bytes, "interleaved_bytes": interleaved,
+           "times": summary,
            "targets": target_rows}
     (out_dir / "cartpole.json").write_text(json.dumps(raw, indent=1) + "\n")
     if not args.quick and args.out is None:

@@ -8,12 +8,14 @@
 """
 
 from . import measure
+from . import distributed, multiprocess, storage  # lesson 09; Ray is imported only when used
+from .frames import FramePool
 from .memory import CircularPool, ListMemory, ObjectPool, RecyclingMemory
 from .rollout import RolloutStats, cartpole_transitions, rollout
 from .spec import Batch, Transition, TransitionSpec
 
 __all__ = ["agent", "plotting", "TransitionSpec", "Transition", "Batch", "ListMemory", "CircularPool", "RecyclingMemory",
-           "ObjectPool", "measure", "rollout", "RolloutStats", "cartpole_transitions"]
+           "ObjectPool", "FramePool", "measure", "rollout", "RolloutStats", "cartpole_transitions"]
 __version__ = "0.1.0"
 
 

@@ -2,19 +2,41 @@
 
 Design choices:
 
+* This module knows the file format and no memory class. A memory saves itself by handing
+  :func:`save` its arrays and a few JSON values (``memory._saved_state()``); it loads itself
+  from a :class:`Saved`, the checked contents of a file (``cls._from_saved(saved)``). So a
+  memory class written in another module plugs into ``save``/``load`` without this module
+  changing, and the import runs one way: memories import ``persist``, never the reverse.
 * The file is a plain ``.npz`` archive of numeric arrays plus one ``meta`` array holding JSON
   text as bytes. It is read with ``allow_pickle=False``, so a file from a stranger can hold
   data but never code.
 * Writing is atomic: the archive goes to a temporary file in the target's folder, is flushed
   and fsynced, then renamed over the target. A process killed at any moment leaves either the
   previous file or the new one, never a mix.
-* Loading checks everything before it builds anything: the format name and version, the
-  memory type, the spec, capacity, length and cursor, the shapes and dtypes of the arrays, and
-  a SHA-256 checksum of their bytes. Any problem is a ``ValueError`` naming it; nothing
-  half-loaded is returned.
-* ``ListMemory`` is saved as arrays of its spec's dtypes, and only when that is exact (a value
-  that the cast would change is refused), so the loaded memory samples the same batches. Its
-  transitions come back as numpy arrays and scalars, equal in value to the originals.
+* Loading checks everything before it builds anything: here the format name and version, the
+  memory type, the spec and a SHA-256 checksum of the arrays' bytes; in the memory class (with
+  the checked accessors of :class:`Saved`) its capacity, length and cursor and the shape and
+  dtype of each array. Any problem is a ``ValueError`` naming it; nothing half-loaded is
+  returned.
+
+The protocol a memory class follows::
+
+    memory.spec, memory.capacity           # stored in the meta record
+    memory._saved_state() -> (arrays, state)  # dict of numeric arrays, dict of JSON values
+    cls._from_saved(saved) -> memory        # saved: a Saved; raise saved.error(...) on a problem
+
+>>> import tempfile, pathlib
+>>> class Counter:
+...     spec, capacity = None, 3
+...     def __init__(self, values): self.values = values
+...     def _saved_state(self): return {"values": self.values}, {"len": len(self.values)}
+...     @classmethod
+...     def _from_saved(cls, saved):
+...         n = saved.int("len", 0, cls.capacity)
+...         return cls(saved.array("values", (n,), np.dtype(np.int64)))
+>>> path = save(Counter(np.arange(3)), pathlib.Path(tempfile.mkdtemp()) / "c.npz")
+>>> load(Counter, path).values
+array([0, 1, 2])
 """
 
 from __future__ import annotations
@@ -30,24 +52,23 @@ import numpy as np
 
 from .spec import TransitionSpec
 
+__all__ = ["save", "load", "Saved", "checksum", "FORMAT", "VERSION"]
+
 FORMAT = "rlmemlib-memory"
 VERSION = 1
-_FLAG_BITS = 7  # TERMINATED | TRUNCATED | FINAL_ELSEWHERE
 
 
 # ====================================================================== writing
 def save(memory, path) -> Path:
     """Write ``memory`` to ``path`` atomically; returns the path."""
-    from .memory import CircularPool, ListMemory, RecyclingMemory
-
-    if isinstance(memory, CircularPool):
-        arrays, state = _pool_arrays(memory)
-    elif isinstance(memory, RecyclingMemory):
-        arrays, state = _recycling_arrays(memory)
-    elif isinstance(memory, ListMemory):
-        arrays, state = _list_arrays(memory)
-    else:
+    state_of = getattr(memory, "_saved_state", None)
+    if state_of is None:
         raise TypeError(f"cannot save a {type(memory).__name__}; expected an rlmemlib memory")
+    arrays, state = state_of()
+    arrays = dict(arrays)
+    reserved = {"format", "version", "type", "spec", "capacity", "checksum"} & set(state)
+    if "meta" in arrays or reserved:
+        raise ValueError(f"{type(memory).__name__} uses reserved names: {sorted(reserved) or ['meta']}")
     meta = {"format": FORMAT, "version": VERSION, "type": type(memory).__name__,
             "spec": _spec_to_dict(memory.spec), "capacity": memory.capacity, **state,
             "checksum": checksum(arrays)}
@@ -95,47 +116,6 @@ def checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
-def _pool_arrays(pool):
-    arrays = {"obs": pool.obs, "action": pool.action, "reward": pool.reward, "flags": pool.flags}
-    if pool.next_obs is not None:
-        arrays["next_obs"] = pool.next_obs
-    state = {"share_next_obs": pool.share_next_obs, "len": pool._len, "start": pool._start,
-             "added": pool._added if pool.share_next_obs else pool._len}
-    if pool.share_next_obs:
-        finals = pool._finals
-        live = slice(finals.head, finals.head + finals.count)
-        arrays["final_obs"] = finals.obs[live]
-        arrays["final_seq"] = finals.seq[live]
-    return arrays, state
-
-
-def _recycling_arrays(mem):
-    records = np.stack(mem.records) if mem.records else np.zeros(0, mem.spec.record_dtype)
-    return {"records": records}, {"len": mem._len, "start": mem._start}
-
-
-def _list_arrays(mem):
-    spec = mem.spec
-    items = list(mem)
-    if spec is None:  # nothing was ever added
-        return {}, {"len": 0, "start": 0}
-    arrays = {}
-    for field, dtype, shape in (("obs", spec.obs_dtype, spec.obs_shape),
-                                ("action", spec.action_dtype, spec.action_shape),
-                                ("reward", spec.reward_dtype, ()),
-                                ("next_obs", spec.obs_dtype, spec.obs_shape),
-                                ("terminated", np.dtype(np.bool_), ()),
-                                ("truncated", np.dtype(np.bool_), ())):
-        values = [getattr(t, field) for t in items]
-        cast = np.array(values, dtype=dtype).reshape((len(items), *shape))
-        exact = np.array(values).reshape(cast.shape) if values else cast
-        if values and not np.array_equal(exact, cast, equal_nan=exact.dtype.kind == "f"):
-            raise ValueError(f"cannot save this ListMemory exactly: its {field} values change when "
-                             f"cast to {dtype}; give the memory a matching spec")
-        arrays[field] = cast
-    return arrays, {"len": len(items), "start": 0}
-
-
 def _spec_to_dict(spec) -> dict | None:
     if spec is None:
         return None
@@ -148,7 +128,12 @@ def _spec_to_dict(spec) -> dict | None:
 # ====================================================================== reading
 def load(cls, path):
     """Read a memory of type ``cls`` from ``path``, checked; a ``ValueError`` names any problem."""
-    arrays, meta = _read(Path(path))
+    from_saved = getattr(cls, "_from_saved", None)
+    if from_saved is None:
+        raise TypeError(f"cannot load a {getattr(cls, '__name__', cls)}; expected an rlmemlib "
+                        "memory class")
+    path = Path(path)
+    arrays, meta = _read(path)
     if meta.get("type") != cls.__name__:
         raise ValueError(f"{path} holds a {meta.get('type')}, not a {cls.__name__}: "
                          f"load it with {meta.get('type')}.load")
@@ -156,10 +141,56 @@ def load(cls, path):
     if checksum(arrays) != expected:
         raise ValueError(f"{path}: the checksum of the stored arrays does not match: the data "
                          "was changed or damaged after it was saved")
-    spec = _spec_from_dict(meta.get("spec"), path)
-    builder = {"CircularPool": _build_pool, "RecyclingMemory": _build_recycling,
-               "ListMemory": _build_list}[cls.__name__]
-    return builder(cls, spec, meta, arrays, path)
+    return from_saved(Saved(path, meta, arrays, _spec_from_dict(meta.get("spec"), path)))
+
+
+class Saved:
+    """The checked contents of a memory file, handed to ``cls._from_saved``.
+
+    Every accessor checks what it returns and raises a ``ValueError`` that names the file and
+    the problem, so a memory class builds itself from values that are already right.
+    """
+
+    path: Path
+    meta: dict            # the JSON record: format, type, spec, capacity and the memory's state
+    arrays: dict          # name -> numpy array, as stored (checksum verified)
+    spec: TransitionSpec | None
+
+    def __init__(self, path: Path, meta: dict, arrays: dict, spec: TransitionSpec | None):
+        self.path, self.meta, self.arrays, self.spec = path, meta, arrays, spec
+
+    def error(self, message: str) -> ValueError:
+        """A ``ValueError`` about this file, to raise."""
+        return ValueError(f"{self.path}: {message}")
+
+    def int(self, key: str, low: int, high: int) -> int:
+        """The meta value ``key``, an int in ``[low, high]``."""
+        value = self.meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(f"{key} is {value!r}, expected an int in [{low}, {high}]")
+        return value
+
+    def flag(self, key: str) -> bool:
+        """The meta value ``key``, a bool."""
+        value = self.meta.get(key)
+        if not isinstance(value, bool):
+            raise self.error(f"{key} is {value!r}, expected true or false")
+        return value
+
+    def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """The stored array ``name``, which must have exactly ``shape`` and ``dtype``."""
+        if name not in self.arrays:
+            raise self.error(f"the array {name!r} is missing")
+        arr, dtype = self.arrays[name], np.dtype(dtype)
+        if arr.shape != tuple(shape) or arr.dtype != dtype:
+            raise self.error(f"{name} is {arr.shape} {arr.dtype}, expected {tuple(shape)} {dtype}")
+        return arr
+
+    def require_spec(self) -> TransitionSpec:
+        """The stored spec; a memory that cannot exist without one calls this."""
+        if self.spec is None:
+            raise self.error(f"a {self.meta.get('type')} needs its spec stored")
+        return self.spec
 
 
 def _read(path: Path):
@@ -211,90 +242,3 @@ def _spec_from_dict(d, path) -> TransitionSpec | None:
         raise ValueError(f"{path}: the stored spec is not valid ({exc})") from None
 
 
-def _int(meta, key, path, low, high) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{path}: {key} is {value!r}, expected an int in [{low}, {high}]")
-    return value
-
-
-def _expect_array(arrays, name, shape, dtype, path) -> np.ndarray:
-    if name not in arrays:
-        raise ValueError(f"{path}: the array {name!r} is missing")
-    arr = arrays[name]
-    if arr.shape != tuple(shape) or arr.dtype != dtype:
-        raise ValueError(f"{path}: {name} is {arr.shape} {arr.dtype}, expected {tuple(shape)} {dtype}")
-    return arr
-
-
-def _build_pool(cls, spec, meta, arrays, path):
-    capacity = _int(meta, "capacity", path, 1, 2**40)
-    shared = meta.get("share_next_obs")
-    if not isinstance(shared, bool) or spec is None:
-        raise ValueError(f"{path}: share_next_obs and spec must be stored for a CircularPool")
-    rows = capacity + 1 if shared else capacity
-    length = _int(meta, "len", path, 0, capacity)
-    start = _int(meta, "start", path, 0, rows - 1)
-    added = _int(meta, "added", path, length, 2**62)
-    fields = {"obs": ((rows, *spec.obs_shape), spec.obs_dtype),
-              "action": ((rows, *spec.action_shape), spec.action_dtype),
-              "reward": ((rows,), spec.reward_dtype), "flags": ((rows,), np.dtype(np.uint8))}
-    if not shared:
-        fields["next_obs"] = fields["obs"]
-    got = {name: _expect_array(arrays, name, *sd, path) for name, sd in fields.items()}
-    if np.any(got["flags"] & ~np.uint8(_FLAG_BITS)):
-        raise ValueError(f"{path}: flags hold bits that no CircularPool writes")
-    pool = cls(capacity, spec, share_next_obs=shared)
-    if shared:
-        _restore_finals(pool, arrays, got["flags"], start, length, added, path)
-    for name, arr in got.items():
-        getattr(pool, name)[...] = arr
-    pool._pos, pool._len, pool._added = (start + length) % rows, length, added
-    return pool
-
-
-def _restore_finals(pool, arrays, flags, start, length, added, path):
-    seq = _expect_array(arrays, "final_seq", arrays.get("final_seq", np.zeros(0)).shape, np.dtype(np.int64), path)
-    obs = _expect_array(arrays, "final_obs", (len(seq), *pool.spec.obs_shape), pool.spec.obs_dtype, path)
-    rows = (start + np.arange(length)) % (pool.capacity + 1)
-    owners = added - length + np.flatnonzero(flags[rows] & 4)
-    if len(owners) != len(seq) or not np.array_equal(owners, seq):
-        raise ValueError(f"{path}: the side store of final observations does not match the flags")
-    for s, o in zip(seq.tolist(), obs):
-        pool._finals.push(s, o)
-
-
-def _build_recycling(cls, spec, meta, arrays, path):
-    capacity = _int(meta, "capacity", path, 1, 2**40)
-    length = _int(meta, "len", path, 0, capacity)
-    start = _int(meta, "start", path, 0, capacity - 1)
-    if spec is None:
-        raise ValueError(f"{path}: a RecyclingMemory needs its spec stored")
-    records = _expect_array(arrays, "records", (capacity,), spec.record_dtype, path)
-    mem = cls(capacity, spec)
-    for record, row in zip(mem.records, records):
-        record[()] = row
-    mem._start, mem._len = start, length
-    return mem
-
-
-def _build_list(cls, spec, meta, arrays, path):
-    capacity = meta.get("capacity")
-    if capacity is not None:
-        capacity = _int(meta, "capacity", path, 1, 2**40)
-    length = _int(meta, "len", path, 0, capacity if capacity is not None else 2**40)
-    mem = cls(capacity, spec)
-    if length == 0:
-        return mem
-    if spec is None:
-        raise ValueError(f"{path}: a ListMemory holding transitions needs its spec stored")
-    shapes = {"obs": ((length, *spec.obs_shape), spec.obs_dtype),
-              "action": ((length, *spec.action_shape), spec.action_dtype),
-              "reward": ((length,), spec.reward_dtype),
-              "next_obs": ((length, *spec.obs_shape), spec.obs_dtype),
-              "terminated": ((length,), np.dtype(np.bool_)), "truncated": ((length,), np.dtype(np.bool_))}
-    got = {name: _expect_array(arrays, name, *sd, path) for name, sd in shapes.items()}
-    for i in range(length):
-        mem.add(got["obs"][i], got["action"][i], got["reward"][i], got["next_obs"][i],
-                bool(got["terminated"][i]), bool(got["truncated"][i]))
-    return mem

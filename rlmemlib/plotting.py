@@ -148,6 +148,118 @@ def lenses(curve, title: str = "Two lenses on the same run", ax=None, events: Ma
     return ax
 
 
+def lenses_with_records(curve, records: Sequence[float], title: str = "Two lenses on the same run",
+                        ax=None, events: Mapping[str, int] | None = None, xlabel: str = "step"):
+    """``lenses``, plus tracemalloc's own records at each step of the curve.
+
+    ``records`` holds ``tracemalloc.get_tracemalloc_memory()`` read after each
+    ``curve.record``: the memory tracemalloc spends on its bookkeeping, which RSS counts.
+    """
+    ax = lenses(curve, title, ax, events, xlabel)
+    ax.plot(curve.steps, list(records), label="tracemalloc's own records", lw=2, ls=":",
+            color=PALETTE[3])
+    ax.legend()
+    return ax
+
+
+__all__ += ["lenses_with_records"]
+
+
+__all__ += ["frame_stacks", "budget_bars"]
+
+
+def frame_stacks(stacks: Mapping[str, object], title: str = "Frame stacks", frame_titles=None):
+    """Stacks of grey frames, one row per stack, oldest frame on the left: ``{label: (k, h, w)}``.
+
+    Returns the figure's axes (a 2-D array). Frames are drawn in grey, 0 black and 255 white.
+    """
+    import numpy as np
+
+    use_style()
+    labels = list(stacks)
+    k = max(np.asarray(stacks[name]).shape[0] for name in labels)
+    fig, axes = plt.subplots(len(labels), k, figsize=(1.6 * k + 1.2, 1.75 * len(labels) + 0.4),
+                             squeeze=False)
+    for r, name in enumerate(labels):
+        stack = np.asarray(stacks[name])
+        for c in range(k):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if c < len(stack):
+                ax.imshow(stack[c], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            if r == 0 and frame_titles is not None:
+                ax.set_title(frame_titles[c], fontsize=9, fontweight="normal")
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.tight_layout()
+    return axes
+
+
+def budget_bars(values: Mapping[str, float], budgets: Mapping[str, float],
+                title: str = "Memory needed against memory available", ax=None, log: bool = True,
+                xlabel: str = "bytes"):
+    """Horizontal bars of byte counts against vertical lines of memory budgets (``{name: bytes}``).
+
+    With ``log=True`` the byte axis is logarithmic, so sizes a thousand times apart both show.
+    """
+    ax = new_axes(title, ax)
+    labels = list(values)
+    ax.barh(labels, [values[k] for k in labels], color=PALETTE[: len(labels)])
+    ax.invert_yaxis()
+    for i, k in enumerate(labels):
+        ax.text(values[k], i, " " + fmt_bytes(values[k]), va="center", fontsize=9, zorder=3,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))
+    for j, (name, limit) in enumerate(budgets.items()):
+        ax.axvline(limit, color="black", ls=("--", ":", "-.")[j % 3], lw=1.2)
+        ax.text(limit, len(labels) - 0.55, f"{name} ", fontsize=9, rotation=90, ha="right",
+                va="bottom")
+    if log:
+        ax.set_xscale("log")
+        low = min(min(values.values()), min(budgets.values()))
+        high = max(max(values.values()), max(budgets.values()))
+        ax.set_xlim(low / 3, high * 8)
+        ticks = [2.0 ** p for p in range(0, 60, 3) if low / 3 <= 2.0 ** p <= high * 8]
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_bytes(v)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+    else:
+        bytes_axis(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", visible=False)
+    return ax
+
+
+def mark_level(ax, value: float, label: str, axis: str = "y"):
+    """A dashed line at ``value`` labelled with its size, and a view that shows a tick above it.
+
+    For a level the reader should read off the axis (a planned size, a budget): the view is
+    extended to the first round tick at or above ``value``, so the level never sits above the
+    highest labelled tick.
+    """
+    get_lim, set_lim, line = ((ax.get_ylim, ax.set_ylim, ax.axhline) if axis == "y"
+                              else (ax.get_xlim, ax.set_xlim, ax.axvline))
+    locator = (ax.yaxis if axis == "y" else ax.xaxis).get_major_locator()
+    line(value, color="black", ls="--", lw=1)
+    for _ in range(8):  # the ticks depend on the view: extend it until one shows at or above value
+        lo, hi = get_lim()
+        ticks = sorted(locator.tick_values(lo, hi))
+        if any(value <= t <= hi for t in ticks) or len(ticks) < 2:
+            break
+        above = [t for t in ticks if t >= value] or [ticks[-1] + (ticks[-1] - ticks[-2])]
+        set_lim(lo, above[0] + 0.02 * (above[0] - lo))
+    text = f" {label}: {fmt_bytes(value)}"
+    if axis == "y":
+        ax.text(ax.get_xlim()[0], value, text, va="bottom", fontsize=9)
+    else:
+        ax.text(value, ax.get_ylim()[1], text, va="top", fontsize=9)
+    return ax
+
+
+__all__ += ["mark_level"]
+
+
 def dashboard(episode_ends: Sequence[int], episode_returns: Sequence[float], curves: Sequence,
               greedy: Sequence[float] | None = None, threshold: float | None = None,
               validation: tuple | None = None, window: int = 20,
@@ -189,3 +301,6 @@ def dashboard(episode_ends: Sequence[int], episode_returns: Sequence[float], cur
     memory_curves(curves, title="Memory against steps", ax=right)
     fig.tight_layout()
     return fig
+
+
+__all__ += ["dashboard"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,6 +29,22 @@ import numpy as np
 __all__ = ["TransitionSpec", "Transition", "Batch", "narrowest_int_dtype"]
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+_ndarray = np.ndarray  # for the fast paths' class checks
+_BOOL = np.dtype(np.bool_)
+_AS_UNSIGNED = {np.dtype(t): np.dtype(u) for t, u in [
+    (np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32), (np.int64, np.uint64),
+    (np.uint8, np.uint8), (np.uint16, np.uint16), (np.uint32, np.uint32), (np.uint64, np.uint64)]}
+
+
+def _max(arr: np.ndarray):
+    """The largest value (NaN if any): argmax is several times faster than max on small arrays."""
+    return arr.flat[arr.argmax()] if arr.ndim != 1 else arr[arr.argmax()]
+
+
+def _min(arr: np.ndarray):
+    """The smallest value (NaN if any), by argmin for the same reason."""
+    return arr.flat[arr.argmin()] if arr.ndim != 1 else arr[arr.argmin()]
+
 
 _UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
 _SIGNED = (np.int8, np.int16, np.int32, np.int64)
@@ -121,8 +138,19 @@ class TransitionSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_env(cls, env, reward_dtype=np.float32) -> "TransitionSpec":
-        """The spec of an environment's transitions (its observation and action spaces)."""
-        return cls.from_spaces(env.observation_space, env.action_space, reward_dtype=reward_dtype)
+        """The spec of an environment's transitions (its observation and action spaces).
+
+        For a vector environment, the spec of one sub-environment's transitions (its
+        ``single_observation_space`` and ``single_action_space``), which is what a memory stores.
+
+        >>> import gymnasium as gym
+        >>> envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 3)
+        >>> TransitionSpec.from_env(envs) == TransitionSpec.from_env(gym.make("CartPole-v1"))
+        True
+        """
+        observations = getattr(env, "single_observation_space", env.observation_space)
+        actions = getattr(env, "single_action_space", env.action_space)
+        return cls.from_spaces(observations, actions, reward_dtype=reward_dtype)
 
     @classmethod
     def from_spaces(cls, observation_space, action_space, reward_dtype=np.float32) -> "TransitionSpec":
@@ -189,6 +217,145 @@ class TransitionSpec:
 
     def cast_reward(self, value):
         return cast_float_scalar(value, self.reward_dtype, "reward")
+
+    # ------------------------------------------------------------------ checking batches
+    def check_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch:
+        """The batch, checked by the rules of :meth:`cast_batch`, for a memory that stores it.
+
+        What a vector environment hands over (arrays of the right shapes, float32 observations,
+        bool flags; an int64 action array and float64 rewards) is checked in a few array
+        operations and returned as it is: an action or reward array may keep its own dtype,
+        because every value in it fits the spec's dtype exactly (or rounds, for a float), and a
+        store into the memory's arrays casts it. Anything else goes through ``cast_batch``.
+        """
+        fast = self._fast_batch(obs, action, reward, next_obs, terminated, truncated)
+        if fast is None:
+            return self.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        return fast
+
+    def _fast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch | None:
+        """The common batch, checked with one to three reductions; None for anything else."""
+        od = self.obs_dtype
+        if not (obs.__class__ is _ndarray and next_obs.__class__ is _ndarray
+                and action.__class__ is _ndarray and reward.__class__ is _ndarray
+                and terminated.__class__ is _ndarray and truncated.__class__ is _ndarray
+                and obs.dtype is od and next_obs.dtype is od and terminated.dtype is _BOOL
+                and truncated.dtype is _BOOL and obs.ndim == self._batch_ndim):
+            return None
+        shape = obs.shape
+        one = shape[:1]  # (n,)
+        if (shape[1:] != self.obs_shape or next_obs.shape != shape or reward.shape != one
+                or terminated.shape != one or truncated.shape != one
+                or action.shape != (one if self._scalar_action else one + self.action_shape)):
+            return None
+        if not shape[0]:
+            return Batch(obs, action, reward, next_obs, terminated, truncated)
+        if reward.dtype is not self.reward_dtype:  # float64 into float32: none may overflow
+            top = self._reward_top
+            if reward.dtype.kind != "f" or not (-top <= reward[reward.argmin()]
+                                                and reward[reward.argmax()] <= top):
+                return None  # also NaN and infinity (argmin finds a NaN): the careful path
+        high, unsigned = self.action_high, _AS_UNSIGNED.get(action.dtype)
+        if self._scalar_action and self.action_low == 0 and unsigned is not None:
+            # A negative signed int seen as unsigned is huge: one argmax tests both ends.
+            seen = action if unsigned is action.dtype else action.view(unsigned)
+            if seen[seen.argmax()] > high:
+                return None
+        elif not self._fast_actions_fit(action):
+            return None
+        return Batch(obs, action, reward, next_obs, terminated, truncated)
+
+    @cached_property
+    def _batch_ndim(self) -> int:
+        return len(self.obs_shape) + 1
+
+    @cached_property
+    def _scalar_action(self) -> bool:
+        return self.action_shape == ()
+
+    @cached_property
+    def _reward_top(self) -> float:
+        return float(np.finfo(self.reward_dtype).max)
+
+    def _fast_actions_fit(self, action: np.ndarray) -> bool:
+        low, high = self.action_low, self.action_high
+        if low is None:  # no bounds: only the same dtype is surely exact
+            return action.dtype is self.action_dtype
+        unsigned = _AS_UNSIGNED.get(action.dtype)
+        if unsigned is None:
+            return False
+        if low == 0:  # a negative signed int seen as unsigned is huge: one max() tests both ends
+            return _max(action if unsigned is action.dtype else action.view(unsigned)) <= high
+        return low <= _min(action) and _max(action) <= high
+
+    def cast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch:
+        """``n`` transitions (arrays with a leading axis of ``n``) cast to the spec's dtypes.
+
+        The rules are those of one transition, row by row: a batch of numeric arrays is accepted
+        exactly when each of its rows would be, and every value comes out as ``add`` would store
+        it. Arrays that already have the right shape and dtype are returned as they are (no
+        copy). An error names the field, the first bad row, and what was expected.
+
+        >>> spec = TransitionSpec((2,), np.float32, (), np.uint8, np.float32, 0, 1)
+        >>> rows = spec.cast_batch(np.zeros((3, 2)), [0, 1, 1], [1.0, 1.0, 0.5], np.ones((3, 2)),
+        ...                        [False, False, True], [False, False, False])
+        >>> len(rows), rows.obs.dtype, rows.action.dtype
+        (3, dtype('float32'), dtype('uint8'))
+        >>> spec.cast_batch(np.zeros((3, 2)), [0, 2, 1], [1.0] * 3, np.ones((3, 2)), [False] * 3,
+        ...                 [False] * 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: action[1] is 2, expected an int in [0, 1] from the action space
+        """
+        obs = _as_numeric_array(obs, "obs", self.obs_shape)
+        if obs.ndim != len(self.obs_shape) + 1 or obs.shape[1:] != self.obs_shape:
+            raise ValueError(f"obs has shape {obs.shape}, expected (n, {_dims(self.obs_shape)}): "
+                             f"a leading axis of n transitions, then the observation shape "
+                             f"{self.obs_shape}")
+        n = obs.shape[0]
+        obs = cast_rows(obs, n, self.obs_shape, self.obs_dtype, "obs")
+        next_obs = cast_rows(next_obs, n, self.obs_shape, self.obs_dtype, "next_obs")
+        action = self._cast_action_rows(action, n)
+        reward = cast_real_rows(reward, n, self.reward_dtype, "reward")
+        return Batch(obs, action, reward, next_obs, cast_flag_rows(terminated, n, "terminated"),
+                     cast_flag_rows(truncated, n, "truncated"))
+
+    def _cast_action_rows(self, value, n: int) -> np.ndarray:
+        dtype, low, high = self.action_dtype, self.action_low, self.action_high
+        if self.action_shape == () and dtype.kind == "f":
+            return cast_real_rows(value, n, dtype, "action")
+        arr = _as_numeric_array(value, "action", self.action_shape)
+        if self.action_shape == () and arr.dtype.kind == "b":
+            arr = arr.view(np.uint8)  # one action at a time, a bool is the int 0 or 1
+        if self.action_shape == () and low is not None:
+            _check_rows_shape(arr, n, (), "action")
+            if arr.dtype.kind == "f":
+                _check_whole(arr, dtype, "action")
+            _check_in_space(arr, low, high)  # [low, high] lies inside the dtype's range
+            return arr if arr.dtype == dtype else arr.astype(dtype)
+        arr = cast_rows(arr, n, self.action_shape, dtype, "action")
+        if low is not None and n and (arr.min() < low or arr.max() > high):
+            flat = arr.reshape(n, -1)
+            row = _first_row((flat < low) | (flat > high))
+            raise ValueError(f"action[{row}] has values in [{flat[row].min()}, {flat[row].max()}], "
+                             f"expected values in [{low}, {high}] from the action space")
+        return arr
+
+
+def _check_in_space(arr: np.ndarray, low: int, high: int) -> None:
+    """Scalar integer actions: every one in ``[low, high]`` (one pass when ``low`` is 0)."""
+    if not len(arr):
+        return
+    if low == 0 and arr.dtype.kind in "iu":
+        # A negative signed int seen as unsigned is huge, so one max() tests both ends.
+        top = arr.view(arr.dtype.str.replace("i", "u")).max()
+        if top <= high:
+            return
+    elif arr.min() >= low and arr.max() <= high:
+        return
+    row = _first_row((arr < low) | (arr > high))
+    raise ValueError(f"action[{row}] is {arr[row]:g}, expected an int in [{low}, {high}] from the "
+                     "action space")
 
 
 # ---------------------------------------------------------------------- spaces
@@ -323,6 +490,105 @@ def cast_array(value, shape: tuple, dtype: np.dtype, field: str) -> np.ndarray:
     if arr.dtype.kind == "f" and np.any(np.isinf(cast) & np.isfinite(arr)):
         raise ValueError(f"{field} has values that overflow dtype {dtype}")
     return cast
+
+
+# ---------------------------------------------------------------------- batches: the same rules, row by row
+def _dims(shape: tuple) -> str:
+    return ", ".join(str(d) for d in shape) if shape else ""
+
+
+def _first_row(bad: np.ndarray) -> int:
+    """The first row of ``bad`` (rows on axis 0) holding a True."""
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def _as_numeric_array(value, field: str, row_shape: tuple | None = None) -> np.ndarray:
+    """``value`` as a numeric array; an empty list or tuple is zero rows of ``row_shape``."""
+    if type(value) is not np.ndarray:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"{field} must be numeric, got text {_describe(value)}")
+        if isinstance(value, (list, tuple)) and not value and row_shape is not None:
+            return np.zeros((0, *row_shape), np.uint8)  # no rows: any dtype casts
+        try:
+            value = np.asarray(value)
+        except Exception as exc:  # ragged lists and odd objects
+            raise TypeError(f"{field} could not be read as an array: {exc}") from None
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{field} must be numeric, got dtype {value.dtype} ({_describe(value)})")
+    return value
+
+
+def _check_rows_shape(arr: np.ndarray, n: int, shape: tuple, field: str) -> None:
+    if arr.shape != (n, *shape):
+        raise ValueError(f"{field} has shape {arr.shape}, expected {(n, *shape)}: one row per "
+                         f"transition ({n}, as obs has), each of shape {shape}")
+
+
+def cast_rows(value, n: int, shape: tuple, dtype: np.dtype, field: str) -> np.ndarray:
+    """``n`` rows of ``shape`` as ``dtype``, by the rule of :func:`cast_array`; names the bad row."""
+    arr = _as_numeric_array(value, field, shape)
+    _check_rows_shape(arr, n, shape, field)
+    if arr.dtype == dtype:
+        return arr
+    if dtype.kind in "iu":
+        return _cast_rows_to_int(arr, dtype, field)
+    if dtype.kind == "b":
+        if arr.size and not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{field}[{_first_row(~np.isin(arr, (0, 1)))}] must hold only 0 and 1 "
+                             "for dtype bool")
+        return arr.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = arr.astype(dtype)
+    if arr.dtype.kind == "f" and arr.size:
+        overflow = np.isinf(cast) & np.isfinite(arr)
+        if overflow.any():
+            raise ValueError(f"{field}[{_first_row(overflow)}] has values that overflow dtype {dtype}")
+    return cast
+
+
+def _check_whole(arr: np.ndarray, dtype: np.dtype, field: str) -> None:
+    """Float values headed for an integer dtype: finite and whole, or the first bad row named."""
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    if bad.any():
+        row = _first_row(bad)
+        raise ValueError(f"{field}[{row}] must hold whole numbers for dtype {dtype}, got "
+                         f"{_describe(arr[row].tolist())}")
+
+
+def _cast_rows_to_int(arr: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
+    if arr.size == 0:
+        return arr.astype(dtype)
+    if arr.dtype.kind == "f":
+        _check_whole(arr, dtype, field)
+    info = np.iinfo(dtype)
+    if arr.min() < info.min or arr.max() > info.max:
+        row = _first_row((arr < info.min) | (arr > info.max))
+        raise ValueError(f"{field}[{row}] has values in [{arr[row].min():g}, {arr[row].max():g}], "
+                         f"which do not fit dtype {dtype} [{info.min}, {info.max}]")
+    return arr.astype(dtype)
+
+
+def cast_real_rows(value, n: int, dtype: np.dtype, field: str) -> np.ndarray:
+    """``n`` real numbers as ``dtype``, by the rule of :func:`cast_float_scalar` (no bools)."""
+    arr = _as_numeric_array(value, field, ())
+    if arr.dtype.kind == "b" and arr.size:  # no row, no bool to refuse
+        raise TypeError(f"{field} must hold real numbers, got dtype bool")
+    return cast_rows(arr, n, (), dtype, field)
+
+
+def cast_flag_rows(value, n: int, field: str) -> np.ndarray:
+    """``n`` flags as bools, by the rule of :func:`cast_flag`: bools, or ints that are 0 or 1."""
+    arr = _as_numeric_array(value, field, ())
+    _check_rows_shape(arr, n, (), field)
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype.kind == "f" and n:  # no row, no float to refuse
+        raise TypeError(f"{field} must hold bools, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        row = _first_row(bad)
+        raise TypeError(f"{field}[{row}] must be a bool, got {arr[row]} ({arr.dtype})")
+    return arr.astype(np.bool_)
 
 
 def _cast_to_int_array(arr: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:

@@ -55,13 +55,22 @@ def test_exercise_has_gaps_no_answers_no_hidden_tests_no_outputs(path):
     exercise = json.loads((ROOT / "exercises" / path.name).read_text())
     solution = json.loads(path.read_text())
     text = json.dumps(exercise)
-    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "nbgrader"):
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS"):
         assert marker not in text
     code = [c for c in exercise["cells"] if c["cell_type"] == "code"]
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
     gaps = sum("".join(c["source"]).count("# YOUR CODE HERE") for c in code)
     blocks = sum("".join(c["source"]).count("### BEGIN SOLUTION") for c in solution["cells"])
     assert gaps == blocks >= 2, "2 to 4 exercises, each with a gap"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_exercise_carries_the_nbgrader_metadata_of_its_solution(path):
+    """So exercises/ handed out and collected into nbgrader is graded (tests/test_nbgrader_*.py)."""
+    exercise = nbformat.read(ROOT / "exercises" / path.name, as_version=4)
+    solution = nbformat.read(path, as_version=4)
+    meta = [[c.metadata.get("nbgrader") for c in nb.cells] for nb in (exercise, solution)]
+    assert meta[0] == meta[1] and any(m and m.get("grade") for m in meta[0])
 
 
 def test_stub_keeps_targets_and_returns_only():
@@ -108,6 +117,72 @@ def test_stub_mode_refuses_a_finished_answer(monkeypatch, capsys):
     assert "not yet" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="leaked"):
         ex00.held_bytes(_right)
+
+
+# nbgrader's release writes this where exercises/ has `...` (its default code stub)
+def _nbgrader_stub(arr):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def test_nbgrader_stub_is_unfinished_in_every_form():
+    def bare(arr):
+        raise NotImplementedError
+
+    class Ring:
+        def add(self, x):
+            raise NotImplementedError()
+
+    def other_error(arr):
+        raise ValueError("not a gap")
+
+    assert checks.is_unfinished(_nbgrader_stub) and checks.is_unfinished(bare)
+    assert checks.is_unfinished(Ring)
+    assert not checks.is_unfinished(other_error)
+
+
+def test_nbgrader_stub_says_not_yet_in_learner_and_stub_mode(monkeypatch, capsys):
+    for mode in ("", "stub"):
+        monkeypatch.setenv("RLMEMLIB_CHECK_MODE", mode)
+        ex00.held_bytes(_nbgrader_stub)
+        out = capsys.readouterr().out
+        assert "not yet" in out and "raise NotImplementedError()" in out
+
+
+def test_nbgrader_stub_is_an_error_in_solution_mode(monkeypatch):
+    monkeypatch.setenv("RLMEMLIB_CHECK_MODE", "solution")
+    with pytest.raises(ExerciseError, match="gap, `raise NotImplementedError\\(\\)`"):
+        ex00.held_bytes(_nbgrader_stub)
+
+
+def test_a_stub_reached_through_another_function_says_not_yet(monkeypatch, capsys):
+    monkeypatch.delenv("RLMEMLIB_CHECK_MODE", raising=False)
+
+    def helper(arr):
+        raise NotImplementedError()
+
+    def finished_but_calls_a_stub(arr):
+        return helper(arr)
+
+    ex00.held_bytes(finished_but_calls_a_stub)
+    assert "not yet" in capsys.readouterr().out
+    monkeypatch.setenv("RLMEMLIB_CHECK_MODE", "solution")
+    with pytest.raises(ExerciseError, match="gap"):
+        ex00.held_bytes(finished_but_calls_a_stub)
+
+
+def test_working_falls_back_on_nbgrader_stub_and_on_a_crash(capsys):
+    def crashes(build):
+        raise ZeroDivisionError("the learner's own bug")
+
+    assert ex00.working_measure(_nbgrader_stub) is ex00.reference_measure
+    assert ex00.working_measure(lambda build: helper_stub(build)) is ex00.reference_measure
+    assert ex00.working_measure(crashes) is ex00.reference_measure
+    assert capsys.readouterr().out.count("in place of your") == 3
+
+
+def helper_stub(build):
+    raise NotImplementedError()
 
 
 def test_unknown_mode_is_an_error(monkeypatch):

@@ -127,6 +127,20 @@ def test_rss_peak_during_sees_a_large_allocation():
     assert peak - before > 100 * MiB  # coarse: the operating system's view
 
 
+def test_rss_peak_during_runs_the_function_exactly_once():
+    """memory_profiler reruns a function that ends before a fifth RSS reading (with a ten times
+    shorter interval); rss_peak_during must not: a build with side effects would run again."""
+    calls = []
+
+    def short():
+        calls.append(1)
+        return sum(range(100))
+
+    result, peak = rss_peak_during(short)
+    assert result == 4950 and calls == [1]
+    assert peak > 10 * MiB
+
+
 def test_memory_curve(tracemalloc_off):
     curve = MemoryCurve("pool")
     curve.record(0, nbytes=100)

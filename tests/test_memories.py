@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
+import weakref
 from contextlib import contextmanager
 
 import gymnasium as gym
@@ -251,9 +252,11 @@ def test_clear_forgets_and_reuses(make_memory, cartpole_spec, helpers):
 
 def test_clear_keeps_preallocated_arrays(cartpole_spec):
     pool = filled(lambda c, s: rm.CircularPool(c, s, share_next_obs=True), 4, cartpole_spec, chain(6))
-    arrays, nbytes = pool.obs, pool.nbytes
+    arrays, finals = pool.obs, pool._finals.obs
+    open_bytes = sum(len(b) for b in pool._open.values())  # the newest next_obs, not in an array
+    nbytes = pool.nbytes
     pool.clear()
-    assert pool.obs is arrays and pool.nbytes == nbytes
+    assert pool.obs is arrays and pool._finals.obs is finals and pool.nbytes == nbytes - open_bytes
     rec = filled(lambda c, s: rm.RecyclingMemory(c, s), 4, cartpole_spec, chain(6))
     records = list(rec.records)
     rec.clear()
@@ -734,3 +737,17 @@ def test_cartpole_transitions_are_seeded(cartpole_spec, helpers):
     for t, nxt in zip(a, a[1:]):  # a chain, broken only where an episode ended
         continues = t[3].tobytes() == nxt[0].tobytes()
         assert continues != (t[4] or t[5])
+
+
+@pytest.mark.parametrize("kind", ["ListMemory", "CircularPool", "CircularPool-shared", "RecyclingMemory"])
+def test_a_memory_dropped_is_freed_at_once_without_the_cyclic_collector(kind, cartpole_spec, cartpole_data, helpers):
+    """No reference cycle inside a memory: its last reference gone, reference counting frees it
+    (lesson 05's rule), even with the side store grown and the collector switched off."""
+    mem = filled(helpers.kinds[kind], 200, cartpole_spec, cartpole_data[:1000])
+    alive = weakref.ref(mem)
+    gc.disable()
+    try:
+        del mem
+        assert alive() is None
+    finally:
+        gc.enable()

@@ -227,3 +227,100 @@ def test_a_process_killed_while_saving_leaves_a_loadable_file(tmp_path):
         assert len(loaded) in (1, 600)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "pool.npz"]
     assert all(name.endswith(".tmp") for name in leftovers)  # a killed writer may leave its temp file
+
+
+# ---------------------------------------------------------------- one-way dependency, plug-ins
+def test_persist_imports_no_memory_module():
+    """persist knows the file format only; memories import it, never the reverse."""
+    import ast
+
+    tree = ast.parse(Path(persist.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not any(name and "memory" in name for name in imported), imported
+    assert {"CircularPool", "ListMemory", "RecyclingMemory"}.isdisjoint(vars(persist))
+
+
+class TinyRing:
+    """A memory class persist has never heard of: it follows the protocol and nothing else."""
+
+    def __init__(self, capacity, spec):
+        self.capacity, self.spec = capacity, spec
+        self.obs = np.zeros((capacity, *spec.obs_shape), spec.obs_dtype)
+        self.len = 0
+
+    def _saved_state(self):
+        return {"obs": self.obs}, {"len": self.len}
+
+    @classmethod
+    def _from_saved(cls, saved):
+        capacity = saved.int("capacity", 1, 100)
+        ring = cls(capacity, saved.require_spec())
+        ring.obs[...] = saved.array("obs", (capacity, *ring.spec.obs_shape), ring.spec.obs_dtype)
+        ring.len = saved.int("len", 0, capacity)
+        return ring
+
+
+def test_a_memory_class_from_elsewhere_plugs_into_save_and_load(tmp_path):
+    ring = TinyRing(5, SPEC)
+    ring.obs[:2] = 7
+    ring.len = 2
+    loaded = persist.load(TinyRing, persist.save(ring, tmp_path / "tiny.npz"))
+    assert loaded.len == 2 and np.array_equal(loaded.obs, ring.obs)
+    _rewrite_meta(tmp_path / "tiny.npz", len=9)  # the class's own checks run on its own state
+    with pytest.raises(ValueError, match="len is 9, expected an int in"):
+        persist.load(TinyRing, tmp_path / "tiny.npz")
+    with pytest.raises(ValueError, match="holds a TinyRing, not a CircularPool"):
+        rm.CircularPool.load(tmp_path / "tiny.npz")
+    with pytest.raises(TypeError, match="cannot save a dict"):
+        persist.save({}, tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("kind", ["pool", "shared", "recycling"])
+def test_every_stored_array_is_made_by_new_array(kind):
+    """One overridable method makes every array that holds data (memory-mapped or shared
+    storage can replace it); the side store's growth goes through it too."""
+    made = []
+
+    def tracked(base):
+        class Tracked(base):
+            def _new_array(self, name, shape, dtype):
+                arr = super()._new_array(name, shape, dtype)
+                made.append((name, arr))
+                return arr
+        return Tracked
+
+    base = type(_memories()[kind])
+    mem = tracked(base)(50, SPEC, share_next_obs=True) if kind == "shared" else tracked(base)(50, SPEC)
+    for t in cartpole_transitions(400, seed=5):  # many episode ends: the side store grows
+        mem.add(*t)
+    ids = {id(arr) for _, arr in made}
+    holders = [mem] + ([mem._finals] if kind == "shared" else [])
+    stored = [v for h in holders for k, v in vars(h).items()
+              if isinstance(v, np.ndarray) and not k.startswith(("_lut", "_gather"))]  # constants, scratch
+    stored += list(getattr(mem, "records", []))
+    assert stored and all(id(a if a.base is None else a.base) in ids for a in stored)
+    if kind == "shared":
+        assert sum(name == "final_obs" for name, _ in made) >= 2  # made again when it grew
+
+
+def test_an_open_tail_with_flags_set_is_refused(tmp_path):
+    """The newest transition of a shared pool waits as an open tail, unflagged; a file that
+    flags it was not written by a pool."""
+    pool = rm.CircularPool(50, SPEC, share_next_obs=True)
+    for t in DATA[:30]:
+        pool.add(*t)
+    path = pool.save(tmp_path / "pool.npz")
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    assert len(arrays["open_seq"]) >= 1
+    row = (meta["start"] + int(arrays["open_seq"][0]) - (meta["added"] - meta["len"])) % 50
+    arrays["flags"] = arrays["flags"].copy()
+    arrays["flags"][row] |= 1
+    meta["checksum"] = persist.checksum(arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="open tail's flags are set"):
+        rm.CircularPool.load(path)

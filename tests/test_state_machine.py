@@ -67,6 +67,29 @@ class MemoryMachine(RuleBasedStateMachine):
         del self.model[:-self.capacity]
         self.obs = fresh if end != "go on" else next_obs  # a new episode or a broken chain
 
+    @rule(steps=st.lists(st.tuples(OBS, st.integers(0, 2), st.floats(-1e6, 1e6, width=32),
+                                   st.sampled_from(["go on", "go on", "terminated", "truncated",
+                                                    "break"]), OBS), max_size=12),
+          bad_row=st.none() | st.integers(0, 11))
+    def add_batch(self, steps, bad_row):
+        """Chained steps as one batch; with ``bad_row``, one action out of the space refuses it."""
+        rows, obs = [], self.obs
+        for next_obs, action, reward, end, fresh in steps:
+            rows.append((obs, action, reward, next_obs, end == "terminated", end == "truncated"))
+            obs = fresh if end != "go on" else next_obs
+        arrays = [np.array([r[k] for r in rows]) if rows else np.zeros((0, 3) if k in (0, 3) else 0)
+                  for k in range(6)]
+        if bad_row is not None and rows:
+            arrays[1] = arrays[1].astype(np.int64)
+            arrays[1][bad_row % len(rows)] = 3
+            with pytest.raises(ValueError, match=rf"action\[{bad_row % len(rows)}\] is 3"):
+                self.mem.add_batch(*arrays)
+            return
+        self.mem.add_batch(*arrays)
+        self.model += [self._cast(*r) for r in rows]
+        del self.model[:-self.capacity]
+        self.obs = obs
+
     @rule(bad=BAD, next_obs=OBS)
     def add_bad_input(self, bad, next_obs):
         values = dict(obs=self.obs, action=1, reward=1.0, next_obs=next_obs, terminated=False,

@@ -12,7 +12,10 @@ Markers in solutions/ are nbgrader's:
 
 Solutions also get nbgrader cell metadata (solution cells, and autograded check cells worth one
 point), so a teacher can put a solutions notebook into nbgrader's ``source/`` folder as it is.
-Exercises are written without outputs and without nbgrader metadata.
+Exercises are written without outputs, and with the same nbgrader cell metadata as their
+solutions: an exercise notebook handed out as it is and collected into nbgrader is graded like
+nbgrader's own release (``nbgrader autograde`` puts the hidden tests back into its check cells).
+Without that metadata nbgrader would grade nothing in it, and say nothing.
 """
 
 from __future__ import annotations
@@ -101,10 +104,10 @@ def annotate(nb, stem: str) -> None:
 
 
 def exercise_from(solution) -> nbformat.NotebookNode:
-    """The exercise notebook made from a solution notebook: stubs, no outputs, no grading data."""
+    """The exercise notebook made from a solution notebook: stubs, no outputs, no hidden tests,
+    the solution's nbgrader cell metadata."""
     nb = copy.deepcopy(solution)
     for cell in nb.cells:
-        cell.metadata.pop("nbgrader", None)
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
             cell.outputs = []

@@ -90,5 +90,17 @@ def bytes_per_item(answer) -> None:
     run_check("Exercise 3 (bytes per item)", answer, verify_bytes_per_item)
 
 
+def reference_bytes_per_item(build, n):
+    """rlmemlib's answer to exercise 3: traced bytes held by ``build(n)``, per item."""
+    _, nbytes = reference_measure(lambda: build(n))
+    return nbytes / n
+
+
+def working_bytes_per_item(answer):
+    """The learner's ``bytes_per_item`` if it passes, else rlmemlib's."""
+    return working(answer, reference_bytes_per_item, verify_bytes_per_item, "bytes_per_item")
+
+
 __all__ = ["is_unfinished", "held_bytes", "measure", "bytes_per_item", "working_measure", "reference_measure",
+           "working_bytes_per_item", "reference_bytes_per_item",
            "verify_held_bytes", "verify_measure", "verify_bytes_per_item", "fmt_bytes"]

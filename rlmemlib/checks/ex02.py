@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from . import expect, is_unfinished, run_check, working
+from ..measure import footprint
 from ..memory import ListMemory
 from ._shared import cartpole_data, step_of
 
@@ -289,6 +290,20 @@ def bytes_per_transition(answer) -> None:
     run_check("Exercise 3 (bytes per transition)", answer, verify_bytes_per_transition)
 
 
+def reference_bytes_per_transition(fill):
+    """rlmemlib's answer to exercise 3: traced bytes held by the memory ``fill()`` returns, per
+    transition."""
+    memory, traced = footprint(fill)
+    return traced.current / len(memory)
+
+
+def working_bytes_per_transition(answer):
+    """The learner's ``bytes_per_transition`` if it passes, else rlmemlib's."""
+    return working(answer, reference_bytes_per_transition, verify_bytes_per_transition,
+                   "bytes_per_transition")
+
+
 __all__ = ["is_unfinished", "list_memory", "ring_memory", "bytes_per_transition",
-           "working_list_memory", "working_ring_memory", "verify_list_memory",
+           "working_list_memory", "working_ring_memory", "working_bytes_per_transition",
+           "reference_bytes_per_transition", "verify_list_memory",
            "verify_ring_memory", "verify_bytes_per_transition", "FIELDS"]

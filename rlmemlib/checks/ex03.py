@@ -30,7 +30,7 @@ from ..memory import CircularPool, ListMemory
 from ._shared import cartpole_data, cartpole_spec, step_of
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
-RAW_BYTES = 39  # one CartPole transition: 2 x 4 float32, a 1-byte action, a float32, 2 flags
+PACKED_BYTES = 39  # the packed size of a CartPole transition (spec.nbytes): 2 x 4 float32, a 1-byte action, a float32, 2 flags
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -152,7 +152,7 @@ def verify_ring_arrays(ring_arrays) -> None:
                f"200 real transitions to come back from arrays[{name!r}] exactly",
                "other values", "choose a dtype that holds every value of the field exactly")
     per = sum(a.nbytes for a in arrays.values()) / len(data)
-    expect(per == RAW_BYTES, f"{RAW_BYTES} bytes per transition", f"{per:g}",
+    expect(per == PACKED_BYTES, f"{PACKED_BYTES} bytes per transition", f"{per:g}",
            "the narrowest exact dtype for every field")
 
 
@@ -435,4 +435,4 @@ def working_shared_ring(answer):
 __all__ = ["is_unfinished", "ring_arrays", "numpy_ring", "shared_ring", "working_ring_arrays",
            "working_numpy_ring", "working_shared_ring", "reference_ring_arrays", "CartPolePool",
            "SharedCartPolePool", "verify_ring_arrays", "verify_numpy_ring", "verify_shared_ring",
-           "FIELDS", "RAW_BYTES"]
+           "FIELDS", "PACKED_BYTES"]

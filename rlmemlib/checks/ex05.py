@@ -295,7 +295,8 @@ def working_budget_memory(answer):
 
 # ---------------------------------------------------------------- exercise 3: release at the end
 class Sampler:
-    """Picks the rows of each batch; it registers itself with the memory it samples."""
+    """The part of training that picks the rows of each batch (its work left out here); it
+    registers itself with the memory it samples."""
 
     def __init__(self, memory):
         self.memory = memory
@@ -309,7 +310,7 @@ class Trainer:
         self.memory = memory
         Sampler(memory)
         self.callbacks = {"store": memory.add, "log": print}  # each is called at every step
-        self.last_batch = memory.obs[-256:]                   # the last observations, for a plot
+        self.last_batch = memory.obs[-256:]                   # its last 256 rows, for a plot
 
 
 def reference_release(trainer):
