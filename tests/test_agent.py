@@ -169,6 +169,15 @@ def test_a_memory_with_another_sampling_rule_learns_differently(env):
     assert not same.same_learning(other)
 
 
+def test_a_recording_keeps_34_bytes_a_step_for_cartpole(env, spec):
+    """The docstring's figure: observation (16), action (8), flags (2), a reward reference (8)."""
+    run = train(env, rm.ListMemory(), 300, config=DQNConfig(hidden=8), progress_bar=False)
+    rec = run.recording
+    per_step = (rec.next_obs.nbytes + rec.actions.nbytes + rec.flags.nbytes
+                + 8 * len(rec.rewards)) / rec.steps
+    assert per_step == 34
+
+
 def test_playback_gives_the_memory_the_same_transitions(env, spec):
     trained = rm.CircularPool(600, spec, share_next_obs=True)
     run = train(env, trained, 900, seed=6, config=SMALL)
