@@ -3,13 +3,13 @@
 Design choices and their memory trade-off:
 
 * :class:`ListMemory` keeps a Python list of :class:`~rlmemlib.Transition` tuples holding the
-  objects it was given. Simple, and several times the raw size of the data: every transition
+  objects it was given. Simple, and several times the packed size (``spec.nbytes``): every transition
   pays for a tuple, an array header per observation, and a list slot. When an agent passes
   the same array as one step's ``next_obs`` and the next step's ``obs``, the list shares it
   for free.
 * :class:`CircularPool` preallocates one numpy array per field (struct of arrays) and
-  overwrites the oldest row once full: memory is fixed once the pool is full, at the raw size of
-  the data. The two flags share one byte (``flags``), so a CartPole transition takes 38 bytes,
+  overwrites the oldest row once full: memory is fixed once the pool is full, at the packed size
+  of the data. The two flags share one byte (``flags``), so a CartPole transition takes 38 bytes,
   one under ``spec.nbytes``.
 * ``CircularPool(share_next_obs=True)`` stores each observation once, because one step's
   ``next_obs`` is the same environment's next ``obs``: about 23 bytes per CartPole transition.
@@ -380,7 +380,8 @@ class CircularPool(_Memory):
     ``share_next_obs=True`` stores each observation once: a row keeps its transition's ``obs``,
     and its ``next_obs`` is found as the ``obs`` of a later row (the next one for a single
     environment, a few rows on when several environments are interleaved). Final observations
-    of episodes go to a small side store. About half the memory for long episodes.
+    of episodes go to a small side store. A row then costs its unshared size less one observation:
+    about 23 bytes instead of 38 for CartPole (0.61 times), nearer half as observations grow.
 
     >>> import numpy as np
     >>> spec = TransitionSpec((2,), np.float32, (), np.uint8)

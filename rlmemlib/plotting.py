@@ -85,7 +85,7 @@ def memory_curves(curves: Sequence, title: str = "Memory against steps", ax=None
 
 def bytes_bars(values: Mapping[str, float], title: str = "Bytes per transition", ax=None,
                reference: tuple[str, float] | None = None, annotate: bool = True):
-    """Horizontal bars of byte counts, with an optional reference line (e.g. the raw bound)."""
+    """Horizontal bars of byte counts, with an optional reference line (e.g. the packed size, spec.nbytes)."""
     ax = new_axes(title, ax)
     labels = list(values)
     ax.barh(labels, [values[k] for k in labels], color=PALETTE[: len(labels)])

@@ -107,6 +107,11 @@ def rollout(env, memory, steps: int, seed: int = 0, policy: Callable | None = No
     a single environment again after every episode end. ``on_step(step)`` is called after each
     step, e.g. to record a :class:`~rlmemlib.measure.MemoryCurve`.
 
+    Each observation is copied once as it arrives, from ``reset`` and from ``step``, and the
+    copy is shared: it is one transition's ``next_obs`` and the next one's ``obs``. Some
+    environments write every observation into one array and return it at every step; without
+    that copy, ``obs`` and ``next_obs`` would be that one array by the time ``add`` copies them.
+
     For a ``gymnasium.vector.VectorEnv``, ``steps`` counts calls of ``env.step``; each stores
     one transition per sub-environment with ``memory.add_batch``, exactly the transitions each
     sub-environment would give stepped alone, for ``NEXT_STEP`` and ``SAME_STEP`` autoreset
@@ -147,13 +152,14 @@ def _random_policy(env, seed: int) -> Callable:
 def _rollout_single(env, memory, steps, seed, policy, on_step, bar) -> RolloutStats:
     policy = policy or _random_policy(env, seed)
     stats = RolloutStats()
-    obs, _ = env.reset(seed=seed)
+    obs = _own(env.reset(seed=seed)[0])
     ep_return, ep_len = 0.0, 0
     for step in range(steps):
         action = policy(obs)
         if isinstance(action, np.integer):
             action = int(action)
         next_obs, reward, terminated, truncated, _ = env.step(action)
+        next_obs = _own(next_obs)  # the environment may write into its array again
         memory.add(obs, action, reward, next_obs, terminated, truncated)
         ep_return += float(reward)
         ep_len += 1
@@ -166,10 +172,15 @@ def _rollout_single(env, memory, steps, seed, policy, on_step, bar) -> RolloutSt
             stats.episode_returns.append(ep_return)
             stats.episode_lengths.append(ep_len)
             ep_return, ep_len = 0.0, 0
-            obs, _ = env.reset()
+            obs = _own(env.reset()[0])
         else:
             obs = next_obs
     return stats
+
+
+def _own(obs):
+    """A copy of an array observation (other observations, such as ints, are immutable)."""
+    return obs.copy() if isinstance(obs, np.ndarray) else obs
 
 
 def autoreset_mode(env) -> str:

@@ -5,8 +5,9 @@ Design choices and their memory trade-off:
 * A :class:`TransitionSpec` names the shape and dtype of every field of a transition.
   It is built from gymnasium spaces and picks the *narrowest* dtype that holds every value
   of the space exactly: a ``Discrete(2)`` action takes one byte (``uint8``), not the eight
-  of ``int64``. ``spec.nbytes`` is the raw size of one transition: the bound any memory is
-  measured against.
+  of ``int64``. ``spec.nbytes`` is the packed size of one transition (every field in its dtype,
+  nothing between them): the yardstick every memory is measured against. It is not a floor: the
+  pool packs the two flags into one byte, and sharing ``next_obs`` stores each observation once.
 * Rewards are ``float32`` by default (as in Stable-Baselines3): half the bytes of ``float64``,
   and CartPole's reward of 1.0 is exact in it.
 * The cast rule is strict where a cast could lie: a value is *refused* when casting it to an
@@ -170,7 +171,7 @@ class TransitionSpec:
 
     @property
     def nbytes(self) -> int:
-        """Raw bytes of one transition: two observations, action, reward and two one-byte flags."""
+        """Packed bytes of one transition: two observations, action, reward and two one-byte flags."""
         return 2 * self.obs_nbytes + self.action_nbytes + self.reward_dtype.itemsize + 2
 
     @property

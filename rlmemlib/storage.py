@@ -16,6 +16,9 @@ Design choices and their memory trade-off:
   reopening reads the flags (one byte per row, checked) and no other rows. No checksum: the
   arrays are the live data, written in place, and a reopened pool holds what the last
   ``flush`` described (rows written after it may have replaced rows it counted as held).
+  That laziness is the CircularPool's alone: a :class:`~rlmemlib.FramePool` saves its held
+  frames in arrival order, so its ``flush`` writes a copy of every held frame to
+  ``saved-*.npy`` files (as many bytes as the frames it holds) and ``reopen`` reads that copy.
 * :func:`shared` puts each array in a ``multiprocessing.shared_memory`` segment (a file in
   ``/dev/shm`` on Linux), and the cursor too, so several processes :func:`attach` to one pool
   and write rows in place: no copy of a transition between processes. A lock (one per pool)

@@ -85,3 +85,24 @@ def test_a_memmapped_frame_pool_refuses_bad_input_and_changes_nothing(tmp_path):
         pool.add_batch(np.zeros((2, 4, 6, 6), np.uint8), np.array([0, 9]), np.zeros(2),
                        np.zeros((2, 4, 6, 6), np.uint8), np.zeros(2, bool), np.zeros(2, bool))
     assert state(pool) == before
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_flushing_a_frame_pool_writes_a_copy_of_what_it_holds(tmp_path, compress):
+    """storage's docstring: a FramePool's flush writes its held frames again, in order, to
+    ``saved-*`` files, and reopen reads that copy (lazy reopening is CircularPool's alone)."""
+    spec = tiny_spec(4, frame=(6, 6))
+    pool = storage.memmap(rm.FramePool, tmp_path, 25, spec, compress=compress)
+    for t in items(70):
+        pool.add(*t)
+    pool.flush()
+    copy = tmp_path / ("saved-blobs.npy" if compress else "saved-frames.npy")
+    assert copy.exists()
+    held = np.load(copy)
+    if compress:  # every held frame's compressed bytes, once more
+        sizes = np.load(tmp_path / "saved-frame_size.npy")
+        assert len(sizes) == pool.frames_held and held.nbytes == int(sizes.sum()) > 0
+    else:
+        assert held.shape == (pool.frames_held, 6, 6)  # every held frame, once more
+    again = storage.reopen(tmp_path)
+    assert state(again) == state(pool)

@@ -17,12 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from nbtools import HASH_KEY, code_hash  # noqa: E402
+from nbtools import HASH_KEY, code_hash, package_hash  # noqa: E402
 
 EXECUTED = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
 LESSONS = sorted(ROOT.glob("notebooks/*.ipynb"))
 MACHINE_PATHS = re.compile(r"/(work|root|home|tmp|private|Users)/[\w.\-]+")
 REGEN = "python3 tools/course.py regen"
+PACKAGE_HASH = package_hash()
 
 
 def _load(path: Path) -> dict:
@@ -41,19 +42,37 @@ def _text(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-def outputs_are_current(nb: dict) -> str | None:
-    """Why the outputs are stale, or None when they were made by the current code."""
-    recorded = nb.get("metadata", {}).get(HASH_KEY, {}).get("code_hash")
+def outputs_are_current(nb: dict, package: str | None = None) -> str | None:
+    """Why the outputs are stale, or None when they were made by the current code.
+
+    The current code is the notebook's own cells and rlmemlib's sources (``package``: their
+    hash, by default the working tree's): figures and numbers come from both.
+    """
+    record = nb.get("metadata", {}).get(HASH_KEY, {})
+    recorded = record.get("code_hash")
     if recorded is None:
         return "it was never run by the regenerator"
     if recorded != code_hash(nb):
         return "its code changed after its outputs were regenerated"
+    if record.get("package_hash") != (package or PACKAGE_HASH):
+        return "rlmemlib changed after its outputs were regenerated"
     counts = [c.get("execution_count") for c in _code_cells(nb)]
     if counts != list(range(1, len(counts) + 1)):
         return f"its execution counts are {counts}, not 1..{len(counts)} (run top to bottom)"
     if any("execution" in c.get("metadata", {}) for c in nb["cells"]):
         return "it carries timing metadata"
     return None
+
+
+def test_package_hash_sees_every_source_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = package_hash(tmp_path)
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")  # a change in a subpackage
+    assert package_hash(tmp_path) != before
+    (tmp_path / "sub" / "b.py").write_text("y = 2\r\n")  # line endings alone are no change
+    assert package_hash(tmp_path) == before
 
 
 def test_there_are_lessons():
@@ -71,6 +90,8 @@ def test_a_code_change_without_regeneration_is_caught():
     assert outputs_are_current(nb) is None
     _code_cells(nb)[1]["source"] = _text(_code_cells(nb)[1]) + "\nx = 1"
     assert "code changed" in outputs_are_current(nb)
+    nb = _load(LESSONS[0])
+    assert "rlmemlib changed" in outputs_are_current(nb, package="0" * 16)
     nb = _load(LESSONS[0])
     _code_cells(nb)[2]["execution_count"] = 7
     assert "execution counts" in outputs_are_current(nb)

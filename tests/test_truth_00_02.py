@@ -308,18 +308,39 @@ MEMORIES = {
 }
 
 
+def loop_no_copy(memory, env, steps, seed=0):
+    """Lesson 02's agent_loop: `obs = next_obs`, nothing copied before add."""
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = int(env.action_space.sample())
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        memory.add(obs, action, reward, next_obs, terminated, truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return memory
+
+
 @pytest.mark.parametrize("kind", MEMORIES)
 def test_02_copying_at_add_comes_too_late_for_an_env_that_reuses_its_array(kind):
-    """Think! of section 7: rollout's `obs = next_obs` names the env's array, which the next step
-    overwrites before add copies it; copying each observation as it arrives works for every memory."""
+    """Think! of section 7: with `obs = next_obs`, the next step overwrites the env's array before
+    add copies it, for every memory; a copy as each observation arrives (rm.rollout's) is in time."""
     spec = rm.TransitionSpec.from_env(gym.make("CartPole-v1"))
-    reference = rm.ListMemory()
-    rm.rollout(gym.make("CartPole-v1"), reference, 300, seed=0, progress_bar=False)
-    fed_by_rollout = MEMORIES[kind](spec)
-    rm.rollout(OneBuffer(gym.make("CartPole-v1")), fed_by_rollout, 300, seed=0, progress_bar=False)
-    assert _wrong(fed_by_rollout, reference) > 290
+    reference = loop_no_copy(rm.ListMemory(), gym.make("CartPole-v1"), 300)
+    fed_late = loop_no_copy(MEMORIES[kind](spec), OneBuffer(gym.make("CartPole-v1")), 300)
+    assert _wrong(fed_late, reference) > 290
     fed_by_copies = loop_copy_on_arrival(MEMORIES[kind](spec), OneBuffer(gym.make("CartPole-v1")), 300)
     assert _wrong(fed_by_copies, reference) == 0
+    fed_by_rollout = MEMORIES[kind](spec)
+    rm.rollout(OneBuffer(gym.make("CartPole-v1")), fed_by_rollout, 300, seed=0, progress_bar=False)
+    assert _wrong(fed_by_rollout, reference) == 0
+
+
+def test_rollout_keeps_the_sharing_of_its_copies():
+    """rollout's copy on arrival is shared: one array per step plus one per episode start."""
+    mem = rm.ListMemory()
+    rm.rollout(gym.make("CartPole-v1"), mem, 500, seed=0, progress_bar=False)
+    assert all(mem[i].next_obs is mem[i + 1].obs for i in range(len(mem) - 1)
+               if not (mem[i].terminated or mem[i].truncated))
 
 
 def test_02_list_memory_stores_numpy_action_and_reward_as_given_and_flags_as_bools():

@@ -53,7 +53,7 @@ def setup() -> Path:
             sys.exit(f"Could not create a virtual environment ({exc}).\n"
                      "On Debian or Ubuntu: sudo apt install python3-venv, then run this again.")
     if not STAMP.exists() or STAMP.read_text() != _stamp_text():
-        _say("installing the course and its dependencies (the first time takes a minute or two)")
+        _say("installing the course and its dependencies (the first time takes a few minutes)")
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "-e", f"{ROOT}[test]"], check=True)
         STAMP.write_text(_stamp_text())

@@ -44,6 +44,9 @@ def report(runs: list[dict[str, str]]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     count = int(argv[0]) if argv and argv[0].isdigit() else 3
     targets = [a for a in argv if not a.isdigit()] or ["notebooks", "solutions"]
     runs = []

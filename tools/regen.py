@@ -6,7 +6,8 @@
 Each notebook runs top to bottom in a fresh kernel started in the notebook's folder, with
 progress bars off and the check mode of its folder, exactly as the tests run it. Outputs are
 written with sequential execution counts, without timing metadata, and with a hash of the
-code cells so a test can tell when code changed but outputs were not regenerated.
+code cells and one of rlmemlib's sources, so a test can tell when either changed but the
+outputs were not regenerated.
 Cells tagged ``raises-exception`` may raise; any other error stops with the cell's traceback.
 """
 
@@ -23,7 +24,7 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nbtools import CHECK_MODE, HASH_KEY, code_hash, normalize_metadata  # noqa: E402
+from nbtools import CHECK_MODE, HASH_KEY, code_hash, normalize_metadata, package_hash  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def execute(path: Path) -> tuple[str, float]:
     """Run one notebook in a fresh kernel and write it back; returns (path, seconds)."""
     nb = nbformat.read(path, as_version=4)
+    package = package_hash()  # the rlmemlib this run executes with
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
@@ -43,7 +45,7 @@ def execute(path: Path) -> tuple[str, float]:
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
     normalize_metadata(nb)
-    nb.metadata[HASH_KEY] = {"code_hash": code_hash(nb)}
+    nb.metadata[HASH_KEY] = {"code_hash": code_hash(nb), "package_hash": package}
     nbformat.write(nb, path)
     return str(path.relative_to(ROOT)), seconds
 
