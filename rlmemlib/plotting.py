@@ -258,3 +258,49 @@ def mark_level(ax, value: float, label: str, axis: str = "y"):
 
 
 __all__ += ["mark_level"]
+
+
+def dashboard(episode_ends: Sequence[int], episode_returns: Sequence[float], curves: Sequence,
+              greedy: Sequence[float] | None = None, threshold: float | None = None,
+              validation: tuple | None = None, window: int = 20,
+              label: str = "training (epsilon-greedy)"):
+    """The capstone's two panels: a training run's returns, and memory against steps.
+
+    Left: the return of each training episode, averaged over ``window`` episodes, against the
+    step where it ended; ``validation`` is ``(steps, mean returns)`` of greedy validations
+    during training, drawn as points; ``greedy`` (returns of greedy test episodes after
+    training) is drawn as its mean at the last step, with a bar from its lowest to its highest
+    return; the ``threshold`` line is the environment's ``reward_threshold`` (it applies to that
+    mean). Right: ``MemoryCurve`` objects, as :func:`memory_curves` draws them. Returns the figure.
+    """
+    import numpy as np
+
+    use_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.6))
+    returns = np.asarray(episode_returns, np.float64)
+    width = max(1, min(window, len(returns)))
+    smooth = np.convolve(returns, np.ones(width) / width, mode="valid")
+    left.plot(list(episode_ends)[width - 1:], smooth, label=f"{label}, mean of {width}", lw=2)
+    if validation is not None:
+        left.plot(validation[0], validation[1], "s", ms=4, color=PALETTE[2],
+                  label="greedy validations during training")
+    if greedy is not None:
+        scores = np.asarray(greedy, np.float64)
+        at = episode_ends[-1] if len(episode_ends) else 0
+        left.errorbar([at], [scores.mean()], yerr=[[scores.mean() - scores.min()],
+                      [scores.max() - scores.mean()]], fmt="o", color=PALETTE[3], capsize=4,
+                      label=f"greedy test of the kept weights: mean of {len(scores)} episodes")
+    if threshold is not None:
+        left.axhline(threshold, color="black", ls="--", lw=1)
+        left.text(0, threshold, f" {threshold:g}: solved (the greedy mean)", fontsize=9,
+                  va="bottom")
+    left.set_title("Return against steps")
+    left.set_xlabel("steps (transitions added)")
+    left.set_ylabel("episode return")
+    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=8)  # under the axes
+    memory_curves(curves, title="Memory against steps", ax=right)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["dashboard"]
