@@ -107,8 +107,11 @@ print(json.dumps({"top": top, "below": below}))
 @glibc_only
 def test_00_glibc_serves_even_a_big_request_from_free_room_in_its_heap():
     """'glibc first serves a request from free memory already in its heap' (even above 32 MiB)"""
-    after_small = rm.measure.in_fresh_process(rm.measure.freed_arrays_rss, [40], 1_500_000)
-    assert after_small[0]["heap"] is True and after_small[0]["returned"] < MiB
+    # In one of about 900 fresh processes the 40 MiB array got a mapping of its own all the same
+    # (96 MB free in the heap): lesson 00 runs it three times and asks for two, and so do we.
+    runs = [rm.measure.in_fresh_process(rm.measure.freed_arrays_rss, [40], 1_500_000)[0]
+            for _ in range(3)]
+    assert sum(run["heap"] is True and run["returned"] < MiB for run in runs) >= 2
 
 
 @glibc_only
