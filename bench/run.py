@@ -649,8 +649,8 @@ def targets(spec, cart_bytes, summary, tasks) -> list[tuple[str, str, str]]:
     shared_bound = raw - spec.obs_nbytes  # each observation once
     for name, goal, limit in (
             ("CircularPool", f"about the packed size, spec.nbytes = {raw} B (≤ 1.02×)", 1.02 * raw),
-            ("CircularPool (share_next_obs)", f"each observation once is {shared_bound} B, "
-             f"final observations of episodes a little more (≤ 1.15×)", 1.15 * shared_bound)):
+            ("CircularPool (share_next_obs)", f"about {shared_bound} B, each observation once, "
+             f"plus the final observations of episodes (≤ 1.15×)", 1.15 * shared_bound)):
         b = cart_bytes.get(name, {}).get("traced")
         if b is not None:
             rows.append((f"{name}: bytes per transition {goal}", f"{b:.1f} B = {b / raw:.2f} × {raw} B",
