@@ -242,16 +242,25 @@ class OneBuffer(gym.ObservationWrapper):
         return self.buffer
 
 
-def loop_old_advice(memory, env, steps, seed=0):
-    """The advice lesson 02 used to give: `obs = next_obs.copy()`."""
+def loop_no_copy(memory, env, steps, seed=0, copy_obs=False):
+    """Lesson 02's agent_loop: `obs = next_obs` (or, with copy_obs, the advice lesson 02 used
+    to give: `obs = next_obs.copy()`), nothing copied before add."""
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
     for _ in range(steps):
         action = int(env.action_space.sample())
         next_obs, reward, terminated, truncated, _ = env.step(action)
         memory.add(obs, action, reward, next_obs, terminated, truncated)
-        obs = env.reset()[0] if terminated or truncated else next_obs.copy()
+        if terminated or truncated:
+            obs, _ = env.reset()
+        else:
+            obs = next_obs.copy() if copy_obs else next_obs
     return memory
+
+
+def loop_old_advice(memory, env, steps, seed=0):
+    """The advice lesson 02 used to give: `obs = next_obs.copy()`."""
+    return loop_no_copy(memory, env, steps, seed, copy_obs=True)
 
 
 def loop_copy_on_arrival(memory, env, steps, seed=0):
@@ -309,18 +318,6 @@ MEMORIES = {
     "CircularPool-shared": lambda spec: rm.CircularPool(500, spec, share_next_obs=True),
     "RecyclingMemory": lambda spec: rm.RecyclingMemory(500, spec),
 }
-
-
-def loop_no_copy(memory, env, steps, seed=0):
-    """Lesson 02's agent_loop: `obs = next_obs`, nothing copied before add."""
-    env.action_space.seed(seed)
-    obs, _ = env.reset(seed=seed)
-    for _ in range(steps):
-        action = int(env.action_space.sample())
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        memory.add(obs, action, reward, next_obs, terminated, truncated)
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    return memory
 
 
 @pytest.mark.parametrize("kind", MEMORIES)
