@@ -140,3 +140,22 @@ def test_every_lesson_is_on_the_course_map():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in LESSONS:
         assert f"(notebooks/{path.name})" in readme, f"README's course map misses {path.name}"
+
+
+def minutes_in_readme(readme: str, name: str) -> str | None:
+    """The time the README's course map gives a lesson, e.g. '45', or None."""
+    found = re.search(r"\[" + re.escape(name) + r"\]\([^)]*\) \| ≈ (\d+) min", readme)
+    return found.group(1) if found else None
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_the_course_map_gives_each_lesson_the_time_of_its_header(path):
+    header = _text(_load(path)["cells"][0])
+    minutes = re.search(r"≈ (\d+) min", header)
+    assert minutes, f"{path.name}: the header line gives no '≈ N min'"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert minutes_in_readme(readme, path.stem) == minutes.group(1), (
+        f"README's course map gives {path.stem} ≈ {minutes_in_readme(readme, path.stem)} min, "
+        f"its header ≈ {minutes.group(1)} min")
+    assert minutes_in_readme(readme.replace(f"≈ {minutes.group(1)} min", "≈ 1 min"),
+                             path.stem) != minutes.group(1)  # the lookup sees a changed time
