@@ -50,13 +50,12 @@ import numpy as np
 import zstandard
 
 from . import persist
-from .memory import _check_capacity, _check_spec, _Memory
-from .spec import Batch, Transition, TransitionSpec, cast_array, cast_flag, cast_float_scalar
+from .memory import TERMINATED, TRUNCATED, _check_capacity, _check_spec, _Memory
+from .spec import Batch, Transition, TransitionSpec
 
 __all__ = ["FramePool"]
 
-TERMINATED = 1  # bits of FramePool.flags
-TRUNCATED = 2
+# FramePool.flags holds the bits TERMINATED and TRUNCATED of CircularPool.flags (from .memory)
 SAME, SLIDE = -1, -2  # plans for a next_obs stack (a new stack is planned by its first index)
 SPARE = 128  # the frame ring starts with capacity + capacity // SPARE + k + 2 slots
 COMPRESSORS = ("zstd",)
@@ -174,17 +173,6 @@ class FramePool(_Memory):
         flags = rows.terminated.view(np.uint8) * TERMINATED | rows.truncated.view(np.uint8) * TRUNCATED
         for row in zip(rows.obs, rows.action, rows.reward, rows.next_obs, flags.tolist()):
             self._store_one(*row)
-
-    def _checked(self, obs, action, reward, next_obs, terminated, truncated):
-        """The values cast to the pool's dtypes, or a ValueError/TypeError naming the field."""
-        spec = self.spec
-        obs = cast_array(obs, spec.obs_shape, spec.obs_dtype, "obs")
-        next_obs = cast_array(next_obs, spec.obs_shape, spec.obs_dtype, "next_obs")
-        action = spec.cast_action(action)
-        reward = cast_float_scalar(reward, spec.reward_dtype, "reward")
-        flag = (TERMINATED if cast_flag(terminated, "terminated") else 0) | \
-               (TRUNCATED if cast_flag(truncated, "truncated") else 0)
-        return obs, action, reward, next_obs, flag
 
     def _store_one(self, obs, action, reward, next_obs, flag) -> None:
         """Write one checked transition: plan its frames, make room, push them, write the row."""

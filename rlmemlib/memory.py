@@ -92,6 +92,18 @@ class _Memory:
     def __len__(self) -> int:
         return self._len
 
+    def _checked(self, obs, action, reward, next_obs, terminated, truncated):
+        """One transition cast to the spec's dtypes, the two flags packed into one byte
+        (TERMINATED | TRUNCATED), or a ValueError/TypeError naming the field."""
+        spec = self.spec
+        obs = cast_array(obs, spec.obs_shape, spec.obs_dtype, "obs")
+        next_obs = cast_array(next_obs, spec.obs_shape, spec.obs_dtype, "next_obs")
+        action = spec.cast_action(action)
+        reward = cast_float_scalar(reward, spec.reward_dtype, "reward")
+        flag = (TERMINATED if cast_flag(terminated, "terminated") else 0) | \
+               (TRUNCATED if cast_flag(truncated, "truncated") else 0)
+        return obs, action, reward, next_obs, flag
+
     @property
     def capacity(self) -> int | None:
         return self._capacity
@@ -519,17 +531,6 @@ class CircularPool(_Memory):
         self._pos = row + 1 if row + 1 < self._rows else 0
         if self._len < self._capacity:
             self._len += 1  # once full, the row just written was the oldest: it is gone now
-
-    def _checked(self, obs, action, reward, next_obs, terminated, truncated):
-        """The values cast to the pool's dtypes, or a ValueError/TypeError naming the field."""
-        spec = self.spec
-        obs = cast_array(obs, spec.obs_shape, spec.obs_dtype, "obs")
-        next_obs = cast_array(next_obs, spec.obs_shape, spec.obs_dtype, "next_obs")
-        action = spec.cast_action(action)
-        reward = cast_float_scalar(reward, spec.reward_dtype, "reward")
-        flag = (TERMINATED if cast_flag(terminated, "terminated") else 0) | \
-               (TRUNCATED if cast_flag(truncated, "truncated") else 0)
-        return obs, action, reward, next_obs, flag
 
     def _link_any(self, row: int, s: int, key: bytes) -> None:
         """Find an open tail within reach whose next_obs has the bytes ``key``; link it to ``row``."""

@@ -77,11 +77,18 @@ def save(memory, path) -> Path:
 
 
 def _atomic_savez(path: Path, arrays: dict) -> Path:
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``:
+    readers see the old file or the whole new one, never half of it (also after a crash)."""
+    path = Path(path)
     folder = path.resolve().parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -166,11 +166,11 @@ class MemmapBacked:
                 listing[name] = f"{name}.npy"
             else:  # a view or a copy (the live part of a side store): saved whole, small
                 listing[name] = f"saved-{name}.npy"
-                _atomic(self.folder / listing[name], lambda h, a=arr: np.save(h, np.asarray(a)))
+                persist.atomic_write(self.folder / listing[name], lambda h, a=arr: np.save(h, np.asarray(a)))
         meta = {"format": FORMAT, "version": VERSION, "type": self._base.__name__,
                 "spec": _spec_dict(self.spec), "capacity": self.capacity, "state": state,
                 "arrays": listing}
-        _atomic(self.folder / STATE_FILE, lambda h: h.write(json.dumps(meta, indent=1).encode()))
+        persist.atomic_write(self.folder / STATE_FILE, lambda h: h.write(json.dumps(meta, indent=1).encode()))
 
     def close(self) -> None:
         """``flush``; the mappings go when the pool object is dropped, the folder stays."""
@@ -189,19 +189,6 @@ def _plain(pool, **cursor):
     plain.__dict__.update(pool.__dict__)
     plain.__dict__.update(cursor)
     return plain
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def memmap(cls, folder, *args, **kwargs):

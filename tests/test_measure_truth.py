@@ -128,3 +128,12 @@ def test_in_c_heap_sees_every_piece_of_the_heap():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [True, True, True]
+
+
+def test_footprint_with_repeat_keeps_the_smallest_build():
+    sizes = iter([30_000, 10_000, 20_000])
+    obj, m = measure.footprint(lambda: bytearray(next(sizes)), repeat=3)
+    assert len(obj) == 10_000 and 10_000 <= m.current < 10_200  # the smallest, with its object
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="repeat must be an int >= 1"):
+            measure.footprint(bytearray, repeat=bad)
