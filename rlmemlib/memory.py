@@ -569,20 +569,37 @@ class CircularPool(_Memory):
         (3, True)
         """
         spec = self.spec
-        rows = spec._fast_batch(obs, action, reward, next_obs, terminated, truncated)
-        if rows is None:  # not the common form: the careful checks, and casts
-            rows = spec.cast_batch(obs, action, reward, next_obs, terminated, truncated)
+        n = spec._common_rows(obs, action, reward, next_obs, terminated, truncated)
+        if n < 0:  # not the common form: the careful checks, and casts
+            obs, action, reward, next_obs, terminated, truncated = spec.cast_batch(
+                obs, action, reward, next_obs, terminated, truncated)
+            n = len(reward)
+        # Checked (and cast where needed) from here on: a store casts, and the values fit.
+        pos = self._pos
+        end = pos + n
+        if n and end <= self._rows:  # the common case: one slice of the ring, no wrap
+            if self._finals is None:
+                self.obs[pos:end] = obs
+                self.next_obs[pos:end] = next_obs
+                self.action[pos:end] = action
+                self.reward[pos:end] = reward
+                self.flags[pos:end] = terminated  # TERMINATED is bit 0: a bool stores as 0 or 1
+                if truncated.tobytes().count(0) != n:  # a time limit is rare (counting bytes is
+                    self.flags[pos:end][truncated] |= TRUNCATED  # cheaper than a reduction)
+                self._pos = end if end < self._rows else 0
+                held = self._len + n
+                self._len = held if held < self._capacity else self._capacity
+                return
+            if self._add_shared_common(obs, action, reward, next_obs, terminated, truncated, n):
+                return
+        rows = Batch(obs, action, reward, next_obs, terminated, truncated)
         if self._finals is not None:
             self._add_batch_shared(rows)
             return
-        n, pos, rows_ = len(rows.reward), self._pos, self._rows
-        if pos + n <= rows_:  # the common case: one slice of the ring, no wrap
-            self._write_rows(slice(pos, pos + n), rows)
-        else:
-            m = min(n, self._capacity)  # the rows still held once all n are written
-            for dest, src in _ring_spans((pos + n - m) % rows_, m, rows_, n - m):
-                self._write_rows(dest, Batch(*(field[src] for field in rows)))
-        self._pos = (pos + n) % rows_
+        m = min(n, self._capacity)  # wrapping: the rows still held once all n are written
+        for dest, src in _ring_spans((pos + n - m) % self._rows, m, self._rows, n - m):
+            self._write_rows(dest, Batch(*(field[src] for field in rows)))
+        self._pos = (pos + n) % self._rows
         self._len = min(self._len + n, self._capacity)
 
     def _write_rows(self, dest: slice, rows: Batch) -> None:
@@ -595,6 +612,60 @@ class CircularPool(_Memory):
         trunc = rows.truncated
         if len(trunc) and trunc[trunc.argmax()]:  # a time limit is rare: argmax finds any
             self.flags[dest][trunc] |= TRUNCATED
+
+    def _add_shared_common(self, obs, action, reward, next_obs, terminated, truncated,
+                           n: int) -> bool:
+        """The common checked batch of a shared pool, in few array operations; False, with
+        nothing changed, when it is not that case (``_add_batch_shared`` then takes it).
+
+        The common case: the batch fits before the end of the ring, and the rows that do not
+        continue at the last link's hop are exactly the episode ends (an end's next_obs is
+        never linked, and here no other row needs a search). It then does what
+        ``_add_batch_shared`` does for such a batch, without its general bookkeeping.
+        """
+        hop, pos, s0 = self._hop, self._pos, self._added
+        inside = n - hop  # rows whose successor at the hop is in the batch
+        if inside <= 0 or not hop or self._capacity < n + 2 * SWEEP_EVERY:
+            return False
+        obs, next_obs = np.ascontiguousarray(obs), np.ascontiguousarray(next_obs)
+        unlinked = self._differ(next_obs[:inside], obs[hop:]).nonzero()[0]
+        ends = terminated.nonzero()[0]
+        cut = None
+        if truncated.tobytes().count(0) != n:  # a time limit is rare (bytes: cheaper than a
+            cut = truncated.nonzero()[0]       # reduction)
+            ends = np.union1d(ends, cut)
+        before = ends.searchsorted(inside)  # the ends that have a successor in the batch
+        if (unlinked.tobytes() != ends[:before].tobytes()
+                or (hop != 1 and len(unlinked) > inside // 2)):  # (_link_inside would retry)
+            return False
+        flags = self.flags[pos:pos + n]
+        flags[:inside] = hop << HOP_SHIFT
+        flags[inside:] = 0
+        if cut is None:
+            flags[ends] = TERMINATED  # an episode end links nowhere
+        else:
+            flags[ends] = terminated[ends]  # TERMINATED is bit 0
+            flags[cut] |= TRUNCATED
+        opened = self._open
+        if len(opened) == 1 and opened.get(s0 - hop) == obs[0].tobytes():
+            del opened[s0 - hop]  # the usual open tail: the last batch's row `hop` back
+            self._flags_w[pos - hop] |= hop << HOP_SHIFT  # (a negative index counts from the end)
+        elif opened:
+            self._link_open_tails(obs)
+        for k in range(inside, n):  # the last rows: their successors come in later adds
+            if not terminated[k]:
+                opened[s0 + k] = next_obs[k].tobytes()
+        if min(opened, default=s0 + n) <= s0 + n - 1 - self._reach:
+            self._sweep(s0 + n - 1)  # some open tail is now out of reach
+        if len(ends):
+            self._finals.push_many(ends + s0, next_obs.take(ends, axis=0), s0 + n - self._capacity)
+        self.obs[pos:pos + n] = obs
+        self.action[pos:pos + n] = action
+        self.reward[pos:pos + n] = reward
+        self._pos = pos + n if pos + n < self._rows else 0
+        self._len = min(self._len + n, self._capacity)
+        self._added = s0 + n
+        return True
 
     def _add_batch_shared(self, rows: Batch) -> None:
         n, cap = len(rows.reward), self._capacity
@@ -717,8 +788,11 @@ class CircularPool(_Memory):
         """Row by row, nonzero where ``a`` and ``b`` (C-contiguous rows; ``b`` may be one row,
         compared with every row of ``a``) hold different bytes, NaN payloads and -0.0 included:
         rows read as words of the widest int that divides them, compared in one operation."""
-        n, k, size = len(a), self._words_per_row, self._row_size
-        differ = a.reshape(n, size).view(self._word) != b.reshape(-1, size).view(self._word)
+        n, k, size, word = len(a), self._words_per_row, self._row_size, self._word
+        if a.ndim == 2 and b.ndim <= 2:  # rows are already flat (no reshape needed to view them)
+            differ = a.view(word) != b.view(word)
+        else:
+            differ = a.reshape(n, size).view(word) != b.reshape(-1, size).view(word)
         if k in (1, 2, 4, 8):  # k bools side by side read as one k-byte int: nonzero if any
             return differ.view(self._any_word).reshape(n)
         return differ.any(axis=1)

@@ -31,6 +31,7 @@ __all__ = ["TransitionSpec", "Transition", "Batch", "narrowest_int_dtype"]
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 _ndarray = np.ndarray  # for the fast paths' class checks
+_vdot = np.vdot
 _BOOL = np.dtype(np.bool_)
 _AS_UNSIGNED = {np.dtype(t): np.dtype(u) for t, u in [
     (np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32), (np.int64, np.uint64),
@@ -236,47 +237,63 @@ class TransitionSpec:
 
     def _fast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch | None:
         """The common batch, checked with one to three reductions; None for anything else."""
-        od = self.obs_dtype
+        if self._common_rows(obs, action, reward, next_obs, terminated, truncated) < 0:
+            return None
+        return Batch(obs, action, reward, next_obs, terminated, truncated)
+
+    def _common_rows(self, obs, action, reward, next_obs, terminated, truncated) -> int:
+        """The number of rows of a batch in the common form whose values all fit, found with at
+        most three array reductions; -1 for anything else, which then takes the careful path.
+
+        The common form: ndarrays of the right shapes, observations of the spec's dtype, bool
+        flags, an integer action array and a float reward array of any width. Every value then
+        fits when the actions lie in the action space and no reward overflows the spec's float.
+        """
+        od, ndim, obs_shape, action_shape, rd, top, high = self._batch_plan
         if not (obs.__class__ is _ndarray and next_obs.__class__ is _ndarray
                 and action.__class__ is _ndarray and reward.__class__ is _ndarray
                 and terminated.__class__ is _ndarray and truncated.__class__ is _ndarray
                 and obs.dtype is od and next_obs.dtype is od and terminated.dtype is _BOOL
-                and truncated.dtype is _BOOL and obs.ndim == self._batch_ndim):
-            return None
+                and truncated.dtype is _BOOL and obs.ndim == ndim):
+            return -1
         shape = obs.shape
         one = shape[:1]  # (n,)
-        if (shape[1:] != self.obs_shape or next_obs.shape != shape or reward.shape != one
+        if (shape != one + obs_shape or next_obs.shape != shape or reward.shape != one
                 or terminated.shape != one or truncated.shape != one
-                or action.shape != (one if self._scalar_action else one + self.action_shape)):
-            return None
-        if not shape[0]:
-            return Batch(obs, action, reward, next_obs, terminated, truncated)
-        if reward.dtype is not self.reward_dtype:  # float64 into float32: none may overflow
-            top = self._reward_top
-            if reward.dtype.kind != "f" or not (-top <= reward[reward.argmin()]
-                                                and reward[reward.argmax()] <= top):
-                return None  # also NaN and infinity (argmin finds a NaN): the careful path
-        high, unsigned = self.action_high, _AS_UNSIGNED.get(action.dtype)
-        if self._scalar_action and self.action_low == 0 and unsigned is not None:
+                or action.shape != one + action_shape):
+            return -1
+        n = one[0]
+        if not n:
+            return 0
+        given = reward.dtype
+        if given is not rd and not (given.kind == "f" and given.itemsize <= rd.itemsize):
+            # A wider float (float64 rewards into float32): none may overflow. The sum of squares
+            # is at most top**2 only when every reward is finite with |reward| <= top (a NaN or
+            # an infinity makes the sum NaN or infinite): one BLAS call instead of a min and a
+            # max. vdot, not dot: a sum that overflows float64 (rewards past 1e152, refused by
+            # the careful path anyway) must not warn.
+            if given.kind != "f" or not _vdot(reward, reward) <= top:
+                return -1
+        unsigned = _AS_UNSIGNED.get(action.dtype)
+        if high is not None and unsigned is not None:
             # A negative signed int seen as unsigned is huge: one argmax tests both ends.
             seen = action if unsigned is action.dtype else action.view(unsigned)
             if seen[seen.argmax()] > high:
-                return None
+                return -1
         elif not self._fast_actions_fit(action):
-            return None
-        return Batch(obs, action, reward, next_obs, terminated, truncated)
+            return -1
+        return n
 
     @cached_property
-    def _batch_ndim(self) -> int:
-        return len(self.obs_shape) + 1
-
-    @cached_property
-    def _scalar_action(self) -> bool:
-        return self.action_shape == ()
-
-    @cached_property
-    def _reward_top(self) -> float:
-        return float(np.finfo(self.reward_dtype).max)
+    def _batch_plan(self) -> tuple:
+        """What the fast check of a batch compares with, in one tuple: the obs dtype, a batch's
+        ndim, the obs and action shapes, the reward dtype, the square of its largest value, and the action
+        space's top when one argmax checks the actions (scalar ints from 0), else None."""
+        top = float(np.finfo(self.reward_dtype).max)
+        top = top * top if self.reward_dtype.itemsize <= 4 else -math.inf  # no wider float fits
+        high = self.action_high if self.action_shape == () and self.action_low == 0 else None
+        return (self.obs_dtype, len(self.obs_shape) + 1, self.obs_shape, self.action_shape,
+                self.reward_dtype, top, high)
 
     def _fast_actions_fit(self, action: np.ndarray) -> bool:
         low, high = self.action_low, self.action_high

@@ -290,8 +290,8 @@ class SharedBacked:
     the cursor ``_pos``, ``_len`` and ``_added`` become properties over a shared int64 array
     (every process sees every add); ``_tail``, the bytes of the newest ``next_obs`` that a
     pool in one process remembers, is always None (another process may have written the row
-    since); and ``close`` drops the memoryview writers ``_action_w``, ``_reward_w`` and
-    ``_flags_w``, since a segment cannot be unmapped while a view of it exists.
+    since); and ``close`` drops the memoryview writers ``_action_w``, ``_reward_w``,
+    ``_flags_w`` and ``_obs_b``, since a segment cannot be unmapped while a view of it exists.
     """
 
     prefix = "Shared"
@@ -376,7 +376,7 @@ class SharedBacked:
         for name in ("obs", "next_obs", "action", "reward", "flags"):
             if hasattr(self, name):
                 setattr(self, name, None)
-        self._action_w = self._reward_w = self._flags_w = None
+        self._action_w = self._reward_w = self._flags_w = self._obs_b = None
         self._cursor = None
         for seg in self._segments.values():
             seg.close()

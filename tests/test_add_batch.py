@@ -165,7 +165,8 @@ op_draw = st.tuples(st.sampled_from(["single", "batch", "batch", "batch", "bad",
 
 
 @PROPERTY
-@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40)), envs=st.integers(1, 5),
+@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40), st.integers(130, 230)),
+       envs=st.integers(1, 5),
        order=st.sampled_from(["round robin", "random"]), seed=st.integers(0, 2**32 - 1),
        rates=st.sampled_from([(0.05, 0.0), (0.3, 0.0), (0.05, 0.05), (0.5, 0.3), (0.0, 0.0)]),
        ops=st.lists(op_draw, min_size=1, max_size=25))
@@ -219,13 +220,82 @@ def test_add_batch_is_n_single_adds(capacity, envs, order, seed, rates, ops):
 
 @pytest.mark.slow
 @settings(PROPERTY, max_examples=3000)
-@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40)), envs=st.integers(1, 5),
+@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40), st.integers(130, 230)),
+       envs=st.integers(1, 5),
        order=st.sampled_from(["round robin", "random"]), seed=st.integers(0, 2**32 - 1),
        rates=st.sampled_from([(0.05, 0.0), (0.3, 0.0), (0.05, 0.05), (0.5, 0.3), (0.0, 0.0)]),
        ops=st.lists(op_draw, min_size=1, max_size=25))
 def test_add_batch_is_n_single_adds_long(capacity, envs, order, seed, rates, ops):
     """The same property with a far larger budget: ``pytest -m slow tests/test_add_batch.py``."""
     test_add_batch_is_n_single_adds.hypothesis.inner_test(capacity, envs, order, seed, rates, ops)
+
+
+def episodes(seed: int, n: int, envs: int, order: str, end_rate: float, break_rate: float) -> list:
+    """``n`` rows of ``envs`` interleaved environments as a vector env hands them: within one
+    environment each ``obs`` is the last ``next_obs`` until an episode ends, with a flag
+    (terminated, truncated or both), or the chain breaks without one (``break_rate``)."""
+    rng = np.random.default_rng(seed)
+    last = [None] * envs
+    rows = []
+    for i in range(n):
+        e = i % envs if order == "round robin" else int(rng.integers(envs))
+        fresh = rng.standard_normal((2, 3)).astype(np.float32)
+        obs = fresh[0] if last[e] is None or rng.random() < break_rate else last[e]
+        ended = rng.random() < end_rate
+        kind = rng.integers(3)  # terminated, truncated, or both
+        term, trunc = ended and kind != 1, ended and kind != 0
+        rows.append((obs, int(rng.integers(-1, 2)), float(rng.standard_normal()), fresh[1],
+                     bool(term), bool(trunc)))
+        last[e] = None if ended else fresh[1]
+    return rows
+
+
+SHARED_PATHS = [  # (envs, order, end rate, break rate, batch sizes): which path each batch takes
+    (1, "round robin", 0.05, 0.0, [256, 100, 7, 1, 256]),   # one env: the common path
+    (4, "round robin", 0.05, 0.0, [256, 64, 3, 255]),       # interleaved at a hop of 4
+    (8, "round robin", 0.3, 0.0, [256, 9, 128]),            # many episode ends
+    (1, "round robin", 0.05, 0.02, [256, 50, 256]),         # chains broken without a flag
+    (3, "random", 0.05, 0.0, [256, 40, 200]),               # irregular hops
+]
+
+
+@pytest.mark.parametrize("envs, order, end_rate, break_rate, sizes", SHARED_PATHS)
+def test_a_shared_pool_takes_its_common_path_exactly_as_single_adds(monkeypatch, envs, order,
+                                                                     end_rate, break_rate, sizes):
+    """Batches of a shared pool large enough for its common path (``_add_shared_common``): the
+    same contents, samples and saved state as single adds, whether the common path takes a
+    batch or hands it to the general one."""
+    taken = []
+    common = rm.CircularPool._add_shared_common
+
+    def counting(self, *args):
+        taken.append(common(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(rm.CircularPool, "_add_shared_common", counting)
+    capacity = 700
+    rows = episodes(envs * 7 + len(sizes), sum(sizes) * 3, envs, order, end_rate, break_rate)
+    if envs == 8:  # special rewards: a float64 batch with one takes the careful checks first
+        rows = [(o, a, SPECIAL_REWARDS[k % 7] if k % 50 == 3 else r, n, te, tr)
+                for k, (o, a, r, n, te, tr) in enumerate(rows)]
+    forms = {"obs": "float32", "action": "int64", "reward": "float64", "flags": "bool"}
+    mem, twin = (rm.CircularPool(capacity, SPEC, share_next_obs=True) for _ in range(2))
+    at = 0
+    for size in sizes * 3:  # three rounds: the ring wraps (a wrapping batch takes the general path)
+        batch = as_batch(rows[at:at + size], forms)
+        at += size
+        mem.add_batch(*batch)
+        for t in rows_of(batch):
+            twin.add(*t)
+        assert contents(mem) == contents(twin)
+        # the ring itself, hops included (side stores may differ in size and in when an open
+        # tail moves into them: single adds tidy every 64 adds, a batch at its end)
+        assert mem.flags.tobytes() == twin.flags.tobytes() and mem.obs.tobytes() == twin.obs.tobytes()
+    assert sampled(mem, 5, 300) == sampled(twin, 5, 300)
+    if break_rate == 0 and order == "round robin":
+        assert taken.count(True) >= len(sizes), taken
+    if break_rate or order == "random":
+        assert False in taken, taken
 
 
 # ---------------------------------------------------------------------- unit tests
@@ -277,6 +347,35 @@ def test_one_bad_value_in_the_middle_refuses_the_whole_batch(kind, field, index,
         m.add_batch(*cart_batch(4, start=200))
     assert contents(mem) == contents(twin)
     assert sampled(mem, 3) == sampled(twin, 3)
+
+
+F32_TOP = float(np.finfo(np.float32).max)
+EDGE_REWARDS = [  # float64 rewards at the edges of float32, and where their squares overflow
+    F32_TOP, -F32_TOP, np.nextafter(F32_TOP, math.inf), F32_TOP * (1 + 2**-25),
+    F32_TOP * (1 + 2**-23), 1e39, -1e39, 1e20, 1e154, 1e155, 1e200, 1e308, math.inf, -math.inf,
+    math.nan, 5e-324, -0.0]
+
+
+@pytest.mark.filterwarnings("error")  # no warning either (a sum of squares may overflow)
+@pytest.mark.parametrize("kind", list(CART_KINDS))
+@pytest.mark.parametrize("value", EDGE_REWARDS, ids=[repr(float(v)) for v in EDGE_REWARDS])
+def test_a_float64_reward_at_the_edge_is_taken_or_refused_as_single_adds_do(kind, value):
+    """Batched float64 rewards are checked by the sum of their squares: a batch is taken exactly
+    when each of its rows would be, and stored as the single adds store it."""
+    mem, twin = CART_KINDS[kind](8), CART_KINDS[kind](8)
+    batch = cart_batch(5, start=10)
+    batch[2] = np.array([0.5, -1.0, value, 2.0, 0.0], np.float64)
+    try:
+        for row in rows_of(batch):
+            twin.add(*(v.item() if isinstance(v, np.generic) else v for v in row))
+    except ValueError as single:
+        before = hidden_state(mem)
+        with pytest.raises(ValueError, match=r"^reward\[2\] has values that overflow dtype float32$"):
+            mem.add_batch(*batch)
+        assert "overflows dtype float32" in str(single) and hidden_state(mem) == before
+    else:
+        mem.add_batch(*batch)
+        assert contents(mem) == contents(twin) and len(mem) == 5
 
 
 BAD_SHAPES = [
