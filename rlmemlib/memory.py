@@ -455,6 +455,9 @@ class CircularPool(_Memory):
         self._action_w = memoryview(self.action) if spec.action_shape == () else self.action
         self._reward_w = memoryview(self.reward)
         self._flags_w = memoryview(self.flags)
+        # Shared pools store a row's obs from the bytes they compare it by (a byte view of obs).
+        self._obs_width = spec.obs_nbytes
+        self._obs_b = memoryview(self.obs).cast("B") if self.share_next_obs else None
         self.clear()
 
     def clear(self) -> None:
@@ -503,15 +506,17 @@ class CircularPool(_Memory):
             obs, action, reward, next_obs, flag = self._checked(obs, action, reward, next_obs,
                                                                 terminated, truncated)
         row = self._pos
-        self.obs[row] = obs
-        if self._finals is None:
+        finals = self._finals
+        if finals is None:
+            self.obs[row] = obs
             self.next_obs[row] = next_obs
         else:  # shared: where do this obs and this next_obs live? (see the module notes)
+            key, width = obs.tobytes(), self._obs_width
+            self._obs_b[row * width:row * width + width] = key  # the row's obs, as compared
             s, opened = self._added, self._open  # s: this transition's sequence number
             if opened:  # does obs continue an open tail? First tried at the last link's hop
                 hop = self._hop
                 tail = opened.pop(s - hop, None)
-                key = obs.tobytes()
                 if tail == key:  # the common case: one comparison of bytes
                     self._flags_w[row - hop] = hop << HOP_SHIFT  # an open tail's flags were 0
                 else:
@@ -519,7 +524,7 @@ class CircularPool(_Memory):
                         opened[s - hop] = tail  # not continued by this obs: it stays open
                     self._link_any(row, s, key)
             if flag:  # the episode ended: no later obs is this next_obs
-                self._finals.push(s, next_obs, s + 1 - self._capacity)
+                finals.push(s, next_obs, s + 1 - self._capacity)
             else:
                 opened[s] = next_obs.tobytes()
             self._added = s + 1
@@ -627,16 +632,15 @@ class CircularPool(_Memory):
         inside = n - hop  # rows whose successor at the hop is in the batch
         if inside <= 0 or not hop or self._capacity < n + 2 * SWEEP_EVERY:
             return False
-        obs, next_obs = np.ascontiguousarray(obs), np.ascontiguousarray(next_obs)
         unlinked = self._differ(next_obs[:inside], obs[hop:]).nonzero()[0]
         ends = terminated.nonzero()[0]
         cut = None
         if truncated.tobytes().count(0) != n:  # a time limit is rare (bytes: cheaper than a
             cut = truncated.nonzero()[0]       # reduction)
             ends = np.union1d(ends, cut)
-        before = ends.searchsorted(inside)  # the ends that have a successor in the batch
-        if (unlinked.tobytes() != ends[:before].tobytes()
-                or (hop != 1 and len(unlinked) > inside // 2)):  # (_link_inside would retry)
+        k = len(unlinked)  # the unlinked rows must be the ends before `inside` (both sorted)
+        if (unlinked.tobytes() != ends[:k].tobytes() or (k < len(ends) and ends[k] < inside)
+                or (hop != 1 and k > inside // 2)):  # (_link_inside would retry at a hop of 1)
             return False
         flags = self.flags[pos:pos + n]
         flags[:inside] = hop << HOP_SHIFT
@@ -652,13 +656,22 @@ class CircularPool(_Memory):
             self._flags_w[pos - hop] |= hop << HOP_SHIFT  # (a negative index counts from the end)
         elif opened:
             self._link_open_tails(obs)
-        for k in range(inside, n):  # the last rows: their successors come in later adds
-            if not terminated[k]:
-                opened[s0 + k] = next_obs[k].tobytes()
-        if min(opened, default=s0 + n) <= s0 + n - 1 - self._reach:
+        last = next_obs[inside:].tobytes()  # the last rows: their successors come in later
+        width, closed = self._obs_width, ends[k:].tolist()  # adds (an end's: the side store)
+        for j in range(hop):
+            if inside + j not in closed:
+                opened[s0 + inside + j] = last[j * width:(j + 1) * width]
+        if opened and min(opened) <= s0 + n - 1 - self._reach:
             self._sweep(s0 + n - 1)  # some open tail is now out of reach
-        if len(ends):
-            self._finals.push_many(ends + s0, next_obs.take(ends, axis=0), s0 + n - self._capacity)
+        if len(ends):  # the episode ends' next_obs, appended to the side store
+            finals, m = self._finals, len(ends)
+            at = finals.head + finals.count
+            if at + m <= len(finals.seq):  # room after the live run (else push_many makes it)
+                finals.obs[at:at + m] = next_obs.take(ends, axis=0)
+                finals.seq[at:at + m] = ends + s0
+                finals.count += m
+            else:
+                finals.push_many(ends + s0, next_obs.take(ends, axis=0), s0 + n - self._capacity)
         self.obs[pos:pos + n] = obs
         self.action[pos:pos + n] = action
         self.reward[pos:pos + n] = reward
@@ -785,13 +798,16 @@ class CircularPool(_Memory):
             self._finals.push_many(seqs, next_obs.take(ends, axis=0), s0 + n - self._capacity)
 
     def _differ(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Row by row, nonzero where ``a`` and ``b`` (C-contiguous rows; ``b`` may be one row,
+        """Row by row, nonzero where ``a`` and ``b`` (rows of observations; ``b`` may be one row,
         compared with every row of ``a``) hold different bytes, NaN payloads and -0.0 included:
         rows read as words of the widest int that divides them, compared in one operation."""
         n, k, size, word = len(a), self._words_per_row, self._row_size, self._word
-        if a.ndim == 2 and b.ndim <= 2:  # rows are already flat (no reshape needed to view them)
+        try:  # rows already flat and contiguous: viewed as they are
+            if a.ndim != 2 or b.ndim > 2:
+                raise ValueError
             differ = a.view(word) != b.view(word)
-        else:
+        except ValueError:
+            a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
             differ = a.reshape(n, size).view(word) != b.reshape(-1, size).view(word)
         if k in (1, 2, 4, 8):  # k bools side by side read as one k-byte int: nonzero if any
             return differ.view(self._any_word).reshape(n)

@@ -31,7 +31,6 @@ __all__ = ["TransitionSpec", "Transition", "Batch", "narrowest_int_dtype"]
 
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 _ndarray = np.ndarray  # for the fast paths' class checks
-_vdot = np.vdot
 _BOOL = np.dtype(np.bool_)
 _AS_UNSIGNED = {np.dtype(t): np.dtype(u) for t, u in [
     (np.int8, np.uint8), (np.int16, np.uint16), (np.int32, np.uint32), (np.int64, np.uint64),
@@ -236,14 +235,14 @@ class TransitionSpec:
         return fast
 
     def _fast_batch(self, obs, action, reward, next_obs, terminated, truncated) -> Batch | None:
-        """The common batch, checked with one to three reductions; None for anything else."""
+        """The common batch, checked with a few argmin or argmax calls; None for anything else."""
         if self._common_rows(obs, action, reward, next_obs, terminated, truncated) < 0:
             return None
         return Batch(obs, action, reward, next_obs, terminated, truncated)
 
     def _common_rows(self, obs, action, reward, next_obs, terminated, truncated) -> int:
         """The number of rows of a batch in the common form whose values all fit, found with at
-        most three array reductions; -1 for anything else, which then takes the careful path.
+        most four argmin or argmax calls; -1 for anything else, which then takes the careful path.
 
         The common form: ndarrays of the right shapes, observations of the spec's dtype, bool
         flags, an integer action array and a float reward array of any width. Every value then
@@ -267,18 +266,13 @@ class TransitionSpec:
             return 0
         given = reward.dtype
         if given is not rd and not (given.kind == "f" and given.itemsize <= rd.itemsize):
-            # A wider float (float64 rewards into float32): none may overflow. The sum of squares
-            # is at most top**2 only when every reward is finite with |reward| <= top (a NaN or
-            # an infinity makes the sum NaN or infinite): one BLAS call instead of a min and a
-            # max. vdot, not dot: a sum that overflows float64 (rewards past 1e152, refused by
-            # the careful path anyway) must not warn.
-            if given.kind != "f" or not _vdot(reward, reward) <= top:
-                return -1
-        unsigned = _AS_UNSIGNED.get(action.dtype)
-        if high is not None and unsigned is not None:
-            # A negative signed int seen as unsigned is huge: one argmax tests both ends.
-            seen = action if unsigned is action.dtype else action.view(unsigned)
-            if seen[seen.argmax()] > high:
+            # A wider float (float64 rewards into float32): none may overflow.
+            if given.kind != "f" or not (-top <= reward[reward.argmin()]
+                                         and reward[reward.argmax()] <= top):
+                return -1  # also NaN (argmin finds it) and infinity: the careful path
+        if high is not None and action.dtype.kind in "iu":  # scalar ints from 0 (argmax and
+            if action[action.argmax()] > high or (action.dtype.kind == "i"  # argmin beat a max
+                                                  and action[action.argmin()] < 0):  # and a min)
                 return -1
         elif not self._fast_actions_fit(action):
             return -1
@@ -287,10 +281,9 @@ class TransitionSpec:
     @cached_property
     def _batch_plan(self) -> tuple:
         """What the fast check of a batch compares with, in one tuple: the obs dtype, a batch's
-        ndim, the obs and action shapes, the reward dtype, the square of its largest value, and the action
+        ndim, the obs and action shapes, the reward dtype, its largest value, and the action
         space's top when one argmax checks the actions (scalar ints from 0), else None."""
         top = float(np.finfo(self.reward_dtype).max)
-        top = top * top if self.reward_dtype.itemsize <= 4 else -math.inf  # no wider float fits
         high = self.action_high if self.action_shape == () and self.action_low == 0 else None
         return (self.obs_dtype, len(self.obs_shape) + 1, self.obs_shape, self.action_shape,
                 self.reward_dtype, top, high)

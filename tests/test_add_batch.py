@@ -250,6 +250,14 @@ def episodes(seed: int, n: int, envs: int, order: str, end_rate: float, break_ra
     return rows
 
 
+def kept_apart(pool) -> list:
+    """Sequence numbers of the held transitions whose next_obs a shared pool keeps outside its
+    ring (side store and open tails together), repeats included: each such transition once."""
+    oldest = pool._added - len(pool)
+    _, seqs = pool._finals.live()
+    return sorted([int(t) for t in seqs if t >= oldest] + [t for t in pool._open if t >= oldest])
+
+
 SHARED_PATHS = [  # (envs, order, end rate, break rate, batch sizes): which path each batch takes
     (1, "round robin", 0.05, 0.0, [256, 100, 7, 1, 256]),   # one env: the common path
     (4, "round robin", 0.05, 0.0, [256, 64, 3, 255]),       # interleaved at a hop of 4
@@ -291,6 +299,7 @@ def test_a_shared_pool_takes_its_common_path_exactly_as_single_adds(monkeypatch,
         # the ring itself, hops included (side stores may differ in size and in when an open
         # tail moves into them: single adds tidy every 64 adds, a batch at its end)
         assert mem.flags.tobytes() == twin.flags.tobytes() and mem.obs.tobytes() == twin.obs.tobytes()
+        assert kept_apart(mem) == kept_apart(twin)
     assert sampled(mem, 5, 300) == sampled(twin, 5, 300)
     if break_rate == 0 and order == "round robin":
         assert taken.count(True) >= len(sizes), taken
