@@ -47,8 +47,13 @@ Design choices and their memory trade-off:
   the memory exactly as it was.
 * ``add_batch`` takes ``n`` transitions as arrays with a leading axis of ``n`` (what a vector
   environment hands over) and leaves exactly what ``n`` adds would. The whole batch is checked
-  first (:meth:`TransitionSpec.cast_batch`: an error names the field and the first bad row),
-  then written with one slice store per array where the layout allows it.
+  first, then written with one slice store per array where the layout allows it. The common
+  form (ndarrays of the right shapes, observations in the spec's dtype, integer actions, float
+  rewards, bool flags: what a vector environment hands over) is checked by at most four argmin
+  and argmax calls; anything else by :meth:`TransitionSpec.cast_batch`, whose error
+  names the field and the first bad row. A shared pool stores a batch whose only breaks at the
+  hop are its episode ends (the usual one) in a few array operations; any other batch takes
+  the general linking above.
 * Every array that holds stored data is made by one method, ``_new_array(name, shape,
   dtype)`` (``np.zeros`` here): a subclass can back the memory by memory-mapped files or
   shared memory by overriding it alone.
