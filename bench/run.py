@@ -396,6 +396,20 @@ def fresh(source: list, n: int):
         yield (oc, a, r, nc, te, tr)
 
 
+def whole_episodes(source: list, multiple: int = 1, least: int = 1) -> list:
+    """A run of ``source`` that starts an episode and ends one (terminated or truncated), of at
+    least ``least`` rows and a multiple of ``multiple``: cycled, it is a stream of whole
+    episodes, as a real environment hands over (no break inside an episode at the wrap)."""
+    ended = [bool(t[4] or t[5]) for t in source]
+    starts = [0] + [k + 1 for k, e in enumerate(ended[:-1]) if e]
+    first = -(-least // multiple) * multiple
+    for length in range(first, len(source) + 1, multiple):
+        for s in starts:
+            if s + length <= len(source) and ended[s + length - 1]:
+                return source[s:s + length]
+    raise ValueError(f"no run of whole episodes of a multiple of {multiple} rows in the source")
+
+
 def fill(c: Contender, mem, source: list, n: int, chunk: int = 1000) -> None:
     stream = fresh(source, n)
     while True:
@@ -487,25 +501,34 @@ def build_tasks(contenders, setting, cfg, source, log) -> list[Task]:
         fill(c, mem, source, cap)
         native = [c.prep(t) for t in fresh(source, len(source))]
         rng = np.random.default_rng(0)
+        # Each window continues the stream where the last window of the same task stopped, and
+        # the stream cycles at an episode end: no memory sees a break inside an episode that a
+        # real environment would not make (a shared pool would search for each one).
+        at = {"add": cap % len(native), "batch": 0}
 
-        def add_go(rep, k, c=c, mem=mem, native=native):
-            start = (rep * k) % (len(native) - k + 1)
-            return _timed(c.add_loop, mem, native[start:start + k])
+        def add_go(rep, k, c=c, mem=mem, native=native, at=at):
+            start = at["add"]
+            at["add"] = (start + k) % len(native)
+            items = native[start:start + k] + native[:max(0, start + k - len(native))]
+            return _timed(c.add_loop, mem, items)
 
         tasks.append(Task(c, "add", add_go, 1, len(native) // 2))
 
         if c.batch_add is not None:
-            bmem = mem if c.batch_make is None else c.batch_make(cap, setting)
-            stream = fresh(source, BATCH * 16)
-            chunks = [c.batch_prep([t for _, t in zip(range(BATCH), stream)]) for _ in range(16)]
-            rounds = 1 if c.batch_make is None else cap // (BATCH * len(chunks)) + 1
-            for _ in range(rounds):  # fill the batch memory when it is a separate one
-                for item in chunks:
-                    c.batch_add(bmem, item)
+            # A memory of its own (filled by batches), so that single adds between two batch
+            # windows do not break its stream either.
+            bmem = (c.batch_make or c.make)(cap, setting)
+            cycle = whole_episodes(source * (BATCH * 64 // len(source) + 2), BATCH, BATCH * 16)
+            stream = fresh(cycle, len(cycle))
+            chunks = [c.batch_prep([t for _, t in zip(range(BATCH), stream)])
+                      for _ in range(len(cycle) // BATCH)]
+            for k in range(-(-cap // BATCH)):  # full, ending where the cycle starts again
+                c.batch_add(bmem, chunks[(k - (-(-cap // BATCH))) % len(chunks)])
 
-            def batch_go(rep, k, c=c, bmem=bmem, chunks=chunks):
-                start = (rep * k) % (len(chunks) - k + 1)
-                picked = chunks[start:start + k]
+            def batch_go(rep, k, c=c, bmem=bmem, chunks=chunks, at=at):
+                start = at["batch"]
+                at["batch"] = (start + k) % len(chunks)
+                picked = [chunks[(start + j) % len(chunks)] for j in range(k)]
 
                 def run():
                     add = c.batch_add
@@ -724,8 +747,10 @@ def markdown(info, cfg, mode, contenders, spec, cart_bytes, atari_bytes, atari_s
     lines += [
              f"CartPole-v1 transitions (obs 4 × float32, Discrete(2) action, float32 reward, two "
              f"flags; `spec.nbytes` = {spec.nbytes} B), capacity {cfg['capacity']:,}, "
-             f"{cfg['source']:,} real transitions cycled. Times: median of {cfg['reps']} "
-             f"interleaved repetitions, each a loop of calls lasting about {cfg['window_us']} µs; (×r) = median ratio to the bare numpy ring in the same "
+             f"the whole episodes among {cfg['source']:,} real transitions ({cfg.get('whole', cfg['source']):,} "
+             f"steps) cycled. Times: median of {cfg['reps']} "
+             f"interleaved repetitions, each a loop of calls lasting about {cfg['window_us']} µs, "
+             f"each continuing the stream where the last one stopped; (×r) = median ratio to the bare numpy ring in the same "
              f"repetition (for both sample columns: to the ring's `sample(256)`).", "",
              "| memory | bytes / transition (tracemalloc) | array bytes / capacity | add (µs) | "
              "batched add, 256 at once (µs per transition) | sample(256) (µs) | "
@@ -914,7 +939,8 @@ def main(argv=None) -> int:
             log(f"{c.name}: {c.skipped}; going on without it")
     cart = cartpole_setting()
     atari = atari_setting()
-    source = cartpole_transitions(cfg["source"], seed=0)
+    source = whole_episodes(cartpole_transitions(cfg["source"], seed=0), least=cfg["source"] * 9 // 10)
+    cfg["whole"] = len(source)  # the whole episodes among them
     live = [c for c in contenders if not c.skipped]
     gc.collect()
     gc.freeze()  # the libraries' own objects: later collections need not walk them again
