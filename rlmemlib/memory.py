@@ -516,8 +516,8 @@ class CircularPool(_Memory):
             self.obs[row] = obs
             self.next_obs[row] = next_obs
         else:  # shared: where do this obs and this next_obs live? (see the module notes)
-            key, width = obs.tobytes(), self._obs_width
-            self._obs_b[row * width:row * width + width] = key  # the row's obs, as compared
+            key, at = obs.tobytes(), row * self._obs_width
+            self._obs_b[at:at + self._obs_width] = key  # the row's obs, as compared
             s, opened = self._added, self._open  # s: this transition's sequence number
             if opened:  # does obs continue an open tail? First tried at the last link's hop
                 hop = self._hop
@@ -529,7 +529,13 @@ class CircularPool(_Memory):
                         opened[s - hop] = tail  # not continued by this obs: it stays open
                     self._link_any(row, s, key)
             if flag:  # the episode ended: no later obs is this next_obs
-                finals.push(s, next_obs, s + 1 - self._capacity)
+                at = finals.head + finals.count
+                if at < len(finals.seq):  # room after the live run (else push makes it)
+                    finals.obs[at] = next_obs
+                    finals.seq[at] = s
+                    finals.count += 1
+                else:
+                    finals.push(s, next_obs, s + 1 - self._capacity)
             else:
                 opened[s] = next_obs.tobytes()
             self._added = s + 1

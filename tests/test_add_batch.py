@@ -307,6 +307,33 @@ def test_a_shared_pool_takes_its_common_path_exactly_as_single_adds(monkeypatch,
         assert False in taken, taken
 
 
+def test_a_chain_broken_between_two_batches_is_kept_apart_as_single_adds_keep_it(monkeypatch):
+    """The last row of one batch is continued by no row of the next (a break without a flag):
+    the common path of the next batch leaves that open tail unlinked and, once no later add can
+    reach it, moves its next_obs to the side store, as single adds do."""
+    calls = []
+    sweep, common = rm.CircularPool._sweep, rm.CircularPool._add_shared_common
+    monkeypatch.setattr(rm.CircularPool, "_sweep",
+                        lambda self, newest: (calls.append(("sweep", self)), sweep(self, newest))[1])
+    monkeypatch.setattr(rm.CircularPool, "_add_shared_common",
+                        lambda self, *args: (calls.append(("common", self)), common(self, *args))[1])
+    rows = episodes(11, 600, 1, "round robin", 0.0, 0.0)  # one long episode
+    o, a, r, n, te, tr = rows[200]
+    rows[200] = (o + 1, a, r, n, te, tr)  # row 199's next_obs is not row 200's obs
+    forms = {"obs": "float32", "action": "int64", "reward": "float64", "flags": "bool"}
+    mem, twin = (rm.CircularPool(700, SPEC, share_next_obs=True) for _ in range(2))
+    for start in (0, 200, 400):
+        batch = as_batch(rows[start:start + 200], forms)
+        mem.add_batch(*batch)
+        for t in rows_of(batch):
+            twin.add(*t)
+        if start == 200:  # the batch after the break: the common path, which swept the tail
+            assert [kind for kind, pool in calls if pool is mem] == ["common", "common", "sweep"]
+            assert 199 in mem._finals.live()[1] and 199 not in mem._open
+    assert contents(mem) == contents(twin) and kept_apart(mem) == kept_apart(twin)
+    assert 199 in kept_apart(mem)
+
+
 # ---------------------------------------------------------------------- unit tests
 CART = rm.TransitionSpec((4,), np.float32, (), np.uint8, np.float32, 0, 1)
 
