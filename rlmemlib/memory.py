@@ -529,13 +529,7 @@ class CircularPool(_Memory):
                         opened[s - hop] = tail  # not continued by this obs: it stays open
                     self._link_any(row, s, key)
             if flag:  # the episode ended: no later obs is this next_obs
-                at = finals.head + finals.count
-                if at < len(finals.seq):  # room after the live run (else push makes it)
-                    finals.obs[at] = next_obs
-                    finals.seq[at] = s
-                    finals.count += 1
-                else:
-                    finals.push(s, next_obs, s + 1 - self._capacity)
+                finals.push(s, next_obs, s + 1 - self._capacity)
             else:
                 opened[s] = next_obs.tobytes()
             self._added = s + 1
@@ -674,15 +668,8 @@ class CircularPool(_Memory):
                 opened[s0 + inside + j] = last[j * width:(j + 1) * width]
         if opened and min(opened) <= s0 + n - 1 - self._reach:
             self._sweep(s0 + n - 1)  # some open tail is now out of reach
-        if len(ends):  # the episode ends' next_obs, appended to the side store
-            finals, m = self._finals, len(ends)
-            at = finals.head + finals.count
-            if at + m <= len(finals.seq):  # room after the live run (else push_many makes it)
-                finals.obs[at:at + m] = next_obs.take(ends, axis=0)
-                finals.seq[at:at + m] = ends + s0
-                finals.count += m
-            else:
-                finals.push_many(ends + s0, next_obs.take(ends, axis=0), s0 + n - self._capacity)
+        if len(ends):  # the episode ends' next_obs, to the side store
+            self._finals.push_many(ends + s0, next_obs.take(ends, axis=0), s0 + n - self._capacity)
         self.obs[pos:pos + n] = obs
         self.action[pos:pos + n] = action
         self.reward[pos:pos + n] = reward
@@ -813,11 +800,13 @@ class CircularPool(_Memory):
         compared with every row of ``a``) hold different bytes, NaN payloads and -0.0 included:
         rows read as words of the widest int that divides them, compared in one operation."""
         n, k, size, word = len(a), self._words_per_row, self._row_size, self._word
-        try:  # rows already flat and contiguous: viewed as they are
-            if a.ndim != 2 or b.ndim > 2:
-                raise ValueError
-            differ = a.view(word) != b.view(word)
-        except ValueError:
+        differ = None
+        if a.ndim == 2 and b.ndim <= 2:  # rows already flat: viewed as they are
+            try:
+                differ = a.view(word) != b.view(word)
+            except ValueError:  # a last axis with gaps cannot be read as wider words
+                pass
+        if differ is None:
             a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
             differ = a.reshape(n, size).view(word) != b.reshape(-1, size).view(word)
         if k in (1, 2, 4, 8):  # k bools side by side read as one k-byte int: nonzero if any
@@ -1056,7 +1045,9 @@ class _FinalStore:
     def push(self, seq: int, obs: np.ndarray, oldest: int) -> None:
         """Append a final observation newer than every entry; ``oldest`` is the oldest
         transition still held (see ``_room``)."""
-        end = self._room(1, oldest)
+        end = self.head + self.count
+        if end >= len(self.seq):  # no room after the live run (the usual case has some)
+            end = self._room(1, oldest)
         self.obs[end] = obs
         self.seq[end] = seq
         self.count += 1
@@ -1064,10 +1055,13 @@ class _FinalStore:
     def push_many(self, seqs: np.ndarray, obs: np.ndarray, oldest: int | None = None) -> None:
         """Append final observations, in order, all newer than every entry; ``oldest`` as for
         ``push``."""
-        end = self._room(len(seqs), oldest)
-        self.obs[end:end + len(seqs)] = obs
-        self.seq[end:end + len(seqs)] = seqs
-        self.count += len(seqs)
+        k = len(seqs)
+        end = self.head + self.count
+        if end + k > len(self.seq):  # no room after the live run (the usual case has some)
+            end = self._room(k, oldest)
+        self.obs[end:end + k] = obs
+        self.seq[end:end + k] = seqs
+        self.count += k
 
     def insert(self, seq: int, obs: np.ndarray) -> None:
         """Add a final observation in its place by sequence number (behind a few newer ones)."""

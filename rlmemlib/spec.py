@@ -270,9 +270,10 @@ class TransitionSpec:
             if given.kind != "f" or not (-top <= reward[reward.argmin()]
                                          and reward[reward.argmax()] <= top):
                 return -1  # also NaN (argmin finds it) and infinity: the careful path
-        if high is not None and action.dtype.kind in "iu":  # scalar ints from 0 (argmax and
-            if action[action.argmax()] > high or (action.dtype.kind == "i"  # argmin beat a max
-                                                  and action[action.argmin()] < 0):  # and a min)
+        if high is not None and action.dtype.kind in "iu":  # ints into a space [0, high]
+            # (argmax and argmin: several times faster than max and min on small arrays)
+            if action[action.argmax()] > high or (action.dtype.kind == "i"
+                                                  and action[action.argmin()] < 0):
                 return -1
         elif not self._fast_actions_fit(action):
             return -1
@@ -282,7 +283,7 @@ class TransitionSpec:
     def _batch_plan(self) -> tuple:
         """What the fast check of a batch compares with, in one tuple: the obs dtype, a batch's
         ndim, the obs and action shapes, the reward dtype, its largest value, and the action
-        space's top when one argmax checks the actions (scalar ints from 0), else None."""
+        space's top when argmax and argmin check the actions (scalar ints from 0), else None."""
         top = float(np.finfo(self.reward_dtype).max)
         high = self.action_high if self.action_shape == () and self.action_low == 0 else None
         return (self.obs_dtype, len(self.obs_shape) + 1, self.obs_shape, self.action_shape,

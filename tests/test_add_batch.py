@@ -230,7 +230,8 @@ def test_add_batch_is_n_single_adds_long(capacity, envs, order, seed, rates, ops
     test_add_batch_is_n_single_adds.hypothesis.inner_test(capacity, envs, order, seed, rates, ops)
 
 
-def episodes(seed: int, n: int, envs: int, order: str, end_rate: float, break_rate: float) -> list:
+def episodes(seed: int, n: int, envs: int, order: str, end_rate: float, break_rate: float,
+             width: int = 3) -> list:
     """``n`` rows of ``envs`` interleaved environments as a vector env hands them: within one
     environment each ``obs`` is the last ``next_obs`` until an episode ends, with a flag
     (terminated, truncated or both), or the chain breaks without one (``break_rate``)."""
@@ -239,7 +240,7 @@ def episodes(seed: int, n: int, envs: int, order: str, end_rate: float, break_ra
     rows = []
     for i in range(n):
         e = i % envs if order == "round robin" else int(rng.integers(envs))
-        fresh = rng.standard_normal((2, 3)).astype(np.float32)
+        fresh = rng.standard_normal((2, width)).astype(np.float32)
         obs = fresh[0] if last[e] is None or rng.random() < break_rate else last[e]
         ended = rng.random() < end_rate
         kind = rng.integers(3)  # terminated, truncated, or both
@@ -332,6 +333,35 @@ def test_a_chain_broken_between_two_batches_is_kept_apart_as_single_adds_keep_it
             assert 199 in mem._finals.live()[1] and 199 not in mem._open
     assert contents(mem) == contents(twin) and kept_apart(mem) == kept_apart(twin)
     assert 199 in kept_apart(mem)
+
+
+@pytest.mark.parametrize("layout", ["every other column", "every other row", "Fortran order"])
+def test_a_shared_pool_links_observations_of_any_memory_layout(layout):
+    """Observation arrays that are views with gaps, or in Fortran order, link as C-ordered ones."""
+    rows = [(o, a % 2, r, n, te, tr)  # CartPole's layout: rows of 16 bytes, compared as 2 words
+            for o, a, r, n, te, tr in episodes(5, 600, 2, "round robin", 0.05, 0.0, width=4)]
+    mem, twin = (rm.CircularPool(700, CART, share_next_obs=True) for _ in range(2))
+    for start in (0, 200, 400):
+        obs, action, reward, next_obs, term, trunc = (np.array(c) for c in zip(*rows[start:start + 200]))
+        batch = [obs, action, reward, next_obs, term, trunc]
+        for i in (0, 3):
+            if layout == "every other column":
+                wide = np.zeros((200, 8), np.float32)
+                wide[:, ::2] = batch[i]
+                batch[i] = wide[:, ::2]
+            elif layout == "every other row":
+                tall = np.zeros((400, 4), np.float32)
+                tall[::2] = batch[i]
+                batch[i] = tall[::2]
+            else:
+                batch[i] = np.asfortranarray(batch[i])
+        assert not batch[0].flags.c_contiguous
+        mem.add_batch(*batch)
+        for t in rows_of(batch):
+            twin.add(*t)
+    assert contents(mem) == contents(twin) and kept_apart(mem) == kept_apart(twin)
+    assert mem.flags.tobytes() == twin.flags.tobytes()
+    assert np.count_nonzero(mem.flags >> 2) > 500  # the rows are linked, not kept apart
 
 
 # ---------------------------------------------------------------------- unit tests
