@@ -48,7 +48,8 @@ sys.path.insert(0, str(HERE))
 import rlmemlib as rm  # noqa: E402
 from rlmemlib import atari  # noqa: E402
 from rlmemlib.measure import traced  # noqa: E402
-from run import _timed, machine  # noqa: E402  (bench/run.py: the same machine line and timer)
+from run import _timed, machine, update_readme  # noqa: E402  (bench/run.py: the same machine
+# line, timer and README writer)
 
 BATCH = 256
 GAMES = ("Pong", "MsPacman")
@@ -474,18 +475,6 @@ def adds_table(results: list[dict], cfg: dict, contenders) -> list[str]:
     return lines + [""]
 
 
-def update_readmes(table: str) -> None:
-    """Write the tables between this script's markers in bench/README.md and README.md."""
-    body = table.split("\n", 1)[1].strip()
-    for readme in (HERE / "README.md", HERE.parent / "README.md"):
-        text = readme.read_text() if readme.exists() else ""
-        if README_BEGIN not in text or README_END not in text:
-            continue
-        before, rest = text.split(README_BEGIN, 1)
-        _, after = rest.split(README_END, 1)
-        readme.write_text(f"{before}{README_BEGIN}\n{body}\n{README_END}{after}")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small run that checks it all works")
@@ -521,7 +510,7 @@ def main(argv=None) -> int:
            "targets": [t for res in results for t in targets(res)]}
     (out_dir / "frames.json").write_text(json.dumps(raw, indent=1) + "\n")
     if not args.quick and args.out is None:
-        update_readmes(table)
+        update_readme(table, README_BEGIN, README_END)
     print()
     print(table)
     log(f"wrote {out_dir / 'frames.md'} and frames.json in {time.perf_counter() - t_start:.0f} s")

@@ -898,18 +898,17 @@ README_BEGIN = "<!-- latest full run: written by bench/run.py -->"
 README_END = "<!-- end of latest full run -->"
 
 
-def update_readme(table: str) -> None:
-    """Write the table between the markers of bench/README.md and of the course's README.md."""
+def update_readme(table: str, begin: str = README_BEGIN, end: str = README_END) -> None:
+    """Write the table, less its title line, between the markers ``begin`` and ``end`` of
+    bench/README.md and of the course's README.md (where a file has both)."""
     body = table.split("\n", 1)[1].strip()  # drop the file's own title line
     for readme in (HERE / "README.md", HERE.parent / "README.md"):
-        if not readme.exists():
+        text = readme.read_text() if readme.exists() else ""
+        if begin not in text or end not in text:
             continue
-        text = readme.read_text()
-        if README_BEGIN not in text or README_END not in text:
-            continue
-        before, rest = text.split(README_BEGIN, 1)
-        _, after = rest.split(README_END, 1)
-        readme.write_text(f"{before}{README_BEGIN}\n{body}\n{README_END}{after}")
+        before, rest = text.split(begin, 1)
+        _, after = rest.split(end, 1)
+        readme.write_text(f"{before}{begin}\n{body}\n{end}{after}")
 
 
 # ====================================================================== main
