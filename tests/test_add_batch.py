@@ -164,12 +164,17 @@ op_draw = st.tuples(st.sampled_from(["single", "batch", "batch", "batch", "bad",
                     st.integers(0, 2**32 - 1))
 
 
+# What the property draws: capacities small and large enough for a shared pool's common path.
+BATCH_DRAWS = dict(
+    capacity=st.one_of(st.integers(1, 6), st.integers(17, 40), st.integers(130, 230)),
+    envs=st.integers(1, 5), order=st.sampled_from(["round robin", "random"]),
+    seed=st.integers(0, 2**32 - 1),
+    rates=st.sampled_from([(0.05, 0.0), (0.3, 0.0), (0.05, 0.05), (0.5, 0.3), (0.0, 0.0)]),
+    ops=st.lists(op_draw, min_size=1, max_size=25))
+
+
 @PROPERTY
-@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40), st.integers(130, 230)),
-       envs=st.integers(1, 5),
-       order=st.sampled_from(["round robin", "random"]), seed=st.integers(0, 2**32 - 1),
-       rates=st.sampled_from([(0.05, 0.0), (0.3, 0.0), (0.05, 0.05), (0.5, 0.3), (0.0, 0.0)]),
-       ops=st.lists(op_draw, min_size=1, max_size=25))
+@given(**BATCH_DRAWS)
 def test_add_batch_is_n_single_adds(capacity, envs, order, seed, rates, ops):
     rows = stream(seed, sum(op[1] for op in ops), envs, order, *rates)
     mems = {k: make(capacity) for k, make in KINDS.items()}
@@ -220,11 +225,7 @@ def test_add_batch_is_n_single_adds(capacity, envs, order, seed, rates, ops):
 
 @pytest.mark.slow
 @settings(PROPERTY, max_examples=3000)
-@given(capacity=st.one_of(st.integers(1, 6), st.integers(17, 40), st.integers(130, 230)),
-       envs=st.integers(1, 5),
-       order=st.sampled_from(["round robin", "random"]), seed=st.integers(0, 2**32 - 1),
-       rates=st.sampled_from([(0.05, 0.0), (0.3, 0.0), (0.05, 0.05), (0.5, 0.3), (0.0, 0.0)]),
-       ops=st.lists(op_draw, min_size=1, max_size=25))
+@given(**BATCH_DRAWS)
 def test_add_batch_is_n_single_adds_long(capacity, envs, order, seed, rates, ops):
     """The same property with a far larger budget: ``pytest -m slow tests/test_add_batch.py``."""
     test_add_batch_is_n_single_adds.hypothesis.inner_test(capacity, envs, order, seed, rates, ops)
