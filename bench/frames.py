@@ -48,8 +48,8 @@ sys.path.insert(0, str(HERE))
 import rlmemlib as rm  # noqa: E402
 from rlmemlib import atari  # noqa: E402
 from rlmemlib.measure import traced  # noqa: E402
-from run import _timed, machine, update_readme  # noqa: E402  (bench/run.py: the same machine
-# line, timer and README writer)
+# bench/run.py: the same machine line, timer and README writer
+from run import _timed, machine, update_readme  # noqa: E402
 
 BATCH = 256
 GAMES = ("Pong", "MsPacman")

@@ -522,8 +522,9 @@ def build_tasks(contenders, setting, cfg, source, log) -> list[Task]:
             stream = fresh(cycle, len(cycle))
             chunks = [c.batch_prep([t for _, t in zip(range(BATCH), stream)])
                       for _ in range(len(cycle) // BATCH)]
-            for k in range(-(-cap // BATCH)):  # full, ending where the cycle starts again
-                c.batch_add(bmem, chunks[(k - (-(-cap // BATCH))) % len(chunks)])
+            rounds = -(-cap // BATCH)  # batches that fill the memory
+            for k in range(rounds):  # full, ending where the cycle starts again
+                c.batch_add(bmem, chunks[(k - rounds) % len(chunks)])
 
             def batch_go(rep, k, c=c, bmem=bmem, chunks=chunks, at=at):
                 start = at["batch"]

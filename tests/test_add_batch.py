@@ -417,17 +417,19 @@ def test_one_bad_value_in_the_middle_refuses_the_whole_batch(kind, field, index,
 
 
 F32_TOP = float(np.finfo(np.float32).max)
-EDGE_REWARDS = [  # float64 rewards at the edges of float32, and where their squares overflow
+EDGE_REWARDS = [  # float64 rewards at the edges of float32, and far beyond them (from 1e154 on
+    # a sum of their squares would overflow: a check must not rely on one)
     F32_TOP, -F32_TOP, np.nextafter(F32_TOP, math.inf), F32_TOP * (1 + 2**-25),
     F32_TOP * (1 + 2**-23), 1e39, -1e39, 1e20, 1e154, 1e155, 1e200, 1e308, math.inf, -math.inf,
     math.nan, 5e-324, -0.0]
 
 
-@pytest.mark.filterwarnings("error")  # no warning either (a sum of squares may overflow)
+@pytest.mark.filterwarnings("error")  # no warning either (neither a check nor a cast may warn)
 @pytest.mark.parametrize("kind", list(CART_KINDS))
 @pytest.mark.parametrize("value", EDGE_REWARDS, ids=[repr(float(v)) for v in EDGE_REWARDS])
 def test_a_float64_reward_at_the_edge_is_taken_or_refused_as_single_adds_do(kind, value):
-    """Batched float64 rewards are checked by the sum of their squares: a batch is taken exactly
+    """Batched float64 rewards are checked against float32's range before anything is written
+    (argmin and argmax, then the careful path for a batch outside it): a batch is taken exactly
     when each of its rows would be, and stored as the single adds store it."""
     mem, twin = CART_KINDS[kind](8), CART_KINDS[kind](8)
     batch = cart_batch(5, start=10)
